@@ -1,0 +1,221 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cairn-backup/cairn/agent"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/storetest"
+)
+
+// richTree builds the tree the round-trip property is checked on.
+func richTree(t *testing.T, root string, big int) {
+	rnd := rand.New(rand.NewPCG(7, 7))
+	writeFile(t, filepath.Join(root, "empty"), nil)
+	writeFile(t, filepath.Join(root, "one"), []byte{'x'})
+	writeFile(t, filepath.Join(root, "name with spaces.txt"), []byte("spaces\n"))
+	writeFile(t, filepath.Join(root, "ünïcødé-名前.txt"), []byte("utf-8 names\n"))
+	writeFile(t, filepath.Join(root, "dir/sub/deep.bin"), randBytes(rnd, 3<<20+17))
+	writeFile(t, filepath.Join(root, "dir/text.txt"), bytes.Repeat([]byte("compressible line\n"), 100000))
+	if big > 0 {
+		writeFile(t, filepath.Join(root, "big.bin"), randBytes(rnd, big))
+	}
+	if err := os.MkdirAll(filepath.Join(root, "emptydir"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("dir/text.txt", filepath.Join(root, "link-rel")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/nonexistent/target", filepath.Join(root, "link-dangling")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(root, "dir/sub/deep.bin"), filepath.Join(root, "hardlink.bin")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "exec.sh"), []byte("#!/bin/sh\n"), 0o751); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "exec.sh"), 0o751); err != nil {
+		t.Fatal(err)
+	}
+	// A sparse file: 8 MiB hole, some data, 8 MiB hole.
+	f, err := os.Create(filepath.Join(root, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("in the middle"), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(16 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := syscall.Mkfifo(filepath.Join(root, "fifo"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ageTree(t, root)
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, sk := range stores {
+		t.Run(sk.name, func(t *testing.T) {
+			big := 0
+			if sk.name != "mem" {
+				big = 100<<20 + 12345 // over 100 MiB, on the real stores
+			}
+			src := t.TempDir()
+			richTree(t, src, big)
+			l := newLocal(t, sk.new(t))
+			sn := snapshot(t, l, src, nil)
+			if sn.Summary.Errors != 0 {
+				t.Fatalf("backup reported %d errors", sn.Summary.Errors)
+			}
+			dst := filepath.Join(t.TempDir(), "restore")
+			if _, err := agent.Restore(context.Background(), l.Repo, l.Index, sn, "", agent.RestoreOptions{Target: dst}); err != nil {
+				t.Fatal(err)
+			}
+			compareTrees(t, src, dst)
+
+			// The sparse file came back with holes.
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepath.Join(dst, "sparse"), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Blocks*512 >= 16<<20 {
+				t.Errorf("sparse file restored with %d bytes allocated, want holes", st.Blocks*512)
+			}
+		})
+	}
+}
+
+func TestRestoreSubpathAndSingleFile(t *testing.T) {
+	src := t.TempDir()
+	richTree(t, src, 0)
+	l := newLocal(t, stores[0].new(t))
+	sn := snapshot(t, l, src, nil)
+	ctx := context.Background()
+
+	dst := t.TempDir()
+	if _, err := agent.Restore(ctx, l.Repo, l.Index, sn, "dir", agent.RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	compareTreesOpt(t, filepath.Join(src, "dir"), filepath.Join(dst, "dir"), true)
+
+	dst2 := t.TempDir()
+	if _, err := agent.Restore(ctx, l.Repo, l.Index, sn, "/dir/sub/deep.bin", agent.RestoreOptions{Target: dst2}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(filepath.Join(src, "dir/sub/deep.bin"))
+	got, err := os.ReadFile(filepath.Join(dst2, "deep.bin"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("single file restore: %d bytes, %v", len(got), err)
+	}
+	if _, err := agent.Restore(ctx, l.Repo, l.Index, sn, "no/such/thing", agent.RestoreOptions{Target: t.TempDir()}); !errors.Is(err, repo.ErrNotFound) {
+		t.Fatalf("restore of a missing path: %v, want ErrNotFound", err)
+	}
+
+	// A snapshot of a single file.
+	one := snapshot(t, l, filepath.Join(src, "one"), nil)
+	dst3 := t.TempDir()
+	if _, err := agent.Restore(ctx, l.Repo, l.Index, one, "", agent.RestoreOptions{Target: dst3}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst3, "one")); string(got) != "x" {
+		t.Fatalf("single-file snapshot restored %q", got)
+	}
+}
+
+func TestUnchangedTreeReadsAndUploadsNothing(t *testing.T) {
+	for _, sk := range stores {
+		t.Run(sk.name, func(t *testing.T) {
+			src := t.TempDir()
+			richTree(t, src, 0)
+			rec := storetest.NewRecorder(sk.new(t))
+			l := newLocal(t, rec)
+			first := snapshot(t, l, src, nil)
+			if first.Summary.BytesRead == 0 || first.Summary.Packs == 0 {
+				t.Fatalf("first snapshot read %d bytes in %d packs", first.Summary.BytesRead, first.Summary.Packs)
+			}
+			rec.Reset()
+			second := snapshot(t, l, src, nil)
+			s := second.Summary
+			if s.BytesRead != 0 || s.FilesNew+s.FilesChanged != 0 || s.Packs != 0 {
+				t.Errorf("second snapshot: %+v; want nothing read or stored", s)
+			}
+			if n := rec.Count("put", "data/"); n != 0 {
+				t.Errorf("second snapshot made %d pack PUTs, want 0", n)
+			}
+			if n := rec.Count("get", "data/"); n > 10 {
+				t.Errorf("second snapshot made %d pack GETs; only parent trees should be read", n)
+			}
+			if second.Tree != first.Tree {
+				t.Errorf("unchanged tree got a new root ID")
+			}
+			if second.Parent != first.ID {
+				t.Errorf("second snapshot's parent is %q, want %q", second.Parent, first.ID)
+			}
+			// --rehash reads everything but stores nothing new.
+			rec.Reset()
+			third := snapshot(t, l, src, func(o *agent.BackupOptions) { o.Rehash = true })
+			if third.Summary.BytesRead == 0 || rec.Count("put", "data/") != 0 {
+				t.Errorf("rehash: read %d bytes, %d pack PUTs", third.Summary.BytesRead, rec.Count("put", "data/"))
+			}
+		})
+	}
+}
+
+func TestOneByteChangeAddsAboutOneChunk(t *testing.T) {
+	for _, sk := range stores {
+		t.Run(sk.name, func(t *testing.T) {
+			src := t.TempDir()
+			rnd := rand.New(rand.NewPCG(3, 4))
+			data := randBytes(rnd, 50<<20)
+			p := filepath.Join(src, "big.bin")
+			writeFile(t, p, data)
+			l := newLocal(t, sk.new(t))
+			first := snapshot(t, l, src, nil)
+			data[25<<20] ^= 0xff
+			writeFile(t, p, data)
+			second := snapshot(t, l, src, nil)
+			s := second.Summary
+			t.Logf("first: %d chunks; after one-byte change: %d new chunks, %d bytes added, %d reused",
+				first.Summary.ChunksNew, s.ChunksNew, s.BytesAdded, s.ChunksReused)
+			if s.FilesChanged != 1 || s.ChunksNew > 2 || s.BytesAdded > 2*8<<20 || s.ChunksReused < first.Summary.ChunksNew-2 {
+				t.Errorf("one-byte change: %+v; want about one new chunk", s)
+			}
+		})
+	}
+}
+
+func TestFlippedByteInPackFailsRestoreNamingThePack(t *testing.T) {
+	for _, sk := range stores {
+		t.Run(sk.name, func(t *testing.T) {
+			src := t.TempDir()
+			writeFile(t, filepath.Join(src, "f.bin"), randBytes(rand.New(rand.NewPCG(1, 1)), 2<<20))
+			st := sk.new(t)
+			l := newLocal(t, st)
+			sn := snapshot(t, l, src, nil)
+			dataPack := packsOf(t, l, repo.DataBlob)
+			rewrite(t, st, dataPack.ObjectName(), func(b []byte) []byte { b[100] ^= 1; return b })
+
+			dst := t.TempDir()
+			_, err := agent.Restore(context.Background(), l.Repo, l.Index, sn, "", agent.RestoreOptions{Target: dst})
+			if err == nil || !errors.Is(err, repo.ErrCorrupt) || !strings.Contains(err.Error(), dataPack.String()) {
+				t.Fatalf("restore of a corrupt pack: %v; want ErrCorrupt naming pack %s", err, dataPack)
+			}
+			var buf bytes.Buffer
+			err = agent.WriteTar(context.Background(), l.Repo, l.Index, sn, "", &buf)
+			if err == nil || !errors.Is(err, repo.ErrCorrupt) || !strings.Contains(err.Error(), dataPack.String()) {
+				t.Fatalf("tar of a corrupt pack: %v; want ErrCorrupt naming pack %s", err, dataPack)
+			}
+		})
+	}
+}

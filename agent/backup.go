@@ -1,0 +1,691 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// BackupOptions say what to back up and how.
+type BackupOptions struct {
+	Node string
+	// Path is the absolute path of the directory (or single file) to back up.
+	Path string
+	// Parent is the previous snapshot of the same node and path; files equal
+	// to their entry in it are not read. Nil reads everything.
+	Parent *repo.Snapshot
+	// Rehash reads every file even when it looks unchanged.
+	Rehash bool
+	// Excludes are patterns (path.Match syntax) matched against the base
+	// name, or against the path relative to Path when they contain a slash.
+	Excludes []string
+	Tags     []string
+	// Readers is the number of files read and chunked at once; zero means
+	// GOMAXPROCS, since chunking and hashing are CPU-bound.
+	Readers int
+	// Uploaders: see repo.UploadOptions.
+	Uploaders int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// OnError is told about every file or directory that could not be read;
+	// such entries are left out and counted, never fatal. It may be called
+	// from several goroutines at once.
+	OnError func(path string, err error)
+	// OnSkip is told about entries left out on purpose (sockets).
+	OnSkip func(path, why string)
+	// Progress, if set, is updated as the backup runs.
+	Progress *Progress
+	// Commit, if set, commits the snapshot instead of writing it to the
+	// store (fleet mode: the coordinator verifies and writes it) and
+	// returns its ID.
+	Commit func(ctx context.Context, sn *repo.Snapshot) (repo.SnapshotID, error)
+}
+
+// Progress counts a running backup's work; read it from any goroutine.
+type Progress struct {
+	Files     atomic.Uint64 // files looked at
+	BytesRead atomic.Uint64 // file contents read
+	BytesDone atomic.Uint64 // logical bytes of files done (read or unchanged)
+	Errors    atomic.Uint64
+	// TotalFiles and TotalBytes are set when a scan of the tree ends; until
+	// then ScanDone is false.
+	TotalFiles atomic.Uint64
+	TotalBytes atomic.Uint64
+	ScanDone   atomic.Bool
+}
+
+// racyWindow: a file whose mtime is this close to (or after) the start of
+// the snapshot that saw it may have been written again within the same
+// timestamp tick after it was read, so the next backup reads it again. One
+// second covers filesystems with whole-second timestamps.
+const racyWindow = int64(time.Second)
+
+type fileStatus uint8
+
+const (
+	statusNew fileStatus = iota
+	statusChanged
+)
+
+type fileJob struct {
+	abs    string
+	rel    string
+	node   repo.Node // as lstat saw it
+	status fileStatus
+	// Set by the reader before done is closed.
+	content []chunk.ID
+	size    uint64
+	err     error
+	done    chan struct{}
+}
+
+type pendingFile struct {
+	idx int
+	job *fileJob
+}
+
+type pendingDir struct {
+	idx   int
+	child *dirJob
+}
+
+// dirJob is one directory between the walker, which lists it, and the tree
+// finisher, which turns it into a tree once its files are read.
+type dirJob struct {
+	rel     string
+	nodes   []repo.Node
+	files   []pendingFile
+	subdirs []pendingDir
+	treeID  chunk.ID
+}
+
+// saveJob is a new chunk on its way to the savers. Its data is a copy of
+// exactly the chunk's size: a pool of maximum-size (8 MiB) copies allocated
+// 8 MiB per small file whenever the GC had emptied the pool.
+type saveJob struct {
+	id   chunk.ID
+	data []byte
+}
+
+type devIno struct{ dev, ino uint64 }
+
+type backup struct {
+	r      *repo.Repository
+	ix     blobIndex
+	opts   BackupOptions
+	up     *repo.Uploader
+	names  *ownerNames
+	start  time.Time
+	racyAt int64 // parent entries with mtime >= racyAt are read again
+
+	params chunk.Params
+
+	claimMu sync.Mutex
+	claimed map[repo.BlobType]map[chunk.ID]struct{}
+
+	files chan *fileJob
+	saves chan saveJob
+	dirs  chan *dirJob
+
+	hardlinks map[devIno]*fileJob // walker goroutine only
+
+	sum struct {
+		filesNew, filesChanged, filesUnchanged, dirs, errors    atomic.Uint64
+		bytesRead, totalSize, chunksNew, chunksReused, treesNew atomic.Uint64
+	}
+}
+
+// Backup stores one snapshot of opts.Path. The snapshot object is written
+// last, after every pack and the session's index object are durable.
+func Backup(ctx context.Context, r *repo.Repository, ix blobIndex, opts BackupOptions) (*repo.Snapshot, error) {
+	if opts.Node == "" {
+		return nil, errors.New("backup: no node name")
+	}
+	if !filepath.IsAbs(opts.Path) {
+		return nil, fmt.Errorf("backup: path %q is not absolute", opts.Path)
+	}
+	for _, p := range opts.Excludes {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("exclude pattern %q: %w", p, err)
+		}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Readers <= 0 {
+		opts.Readers = runtime.GOMAXPROCS(0)
+	}
+	rootInfo, err := os.Lstat(opts.Path)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", opts.Path, err)
+	}
+	b := newBackup(r, ix, opts)
+	var parentRoot *repo.Tree
+	if opts.Parent != nil {
+		b.racyAt = opts.Parent.Time.UnixNano() - racyWindow
+		parentRoot, err = b.loadTree(ctx, opts.Parent.Tree)
+		if err != nil {
+			b.reportError(opts.Path, fmt.Errorf("parent snapshot %s unreadable, reading every file: %w", opts.Parent.ID.Short(), err))
+			parentRoot = nil
+		}
+	}
+
+	var root *dirJob
+	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
+		Uploaders: opts.Uploaders,
+		OnPack:    func(p repo.PackInfo) error { return ix.AddPacks([]repo.PackInfo{p}) },
+	}, func(ctx context.Context, up *repo.Uploader) error {
+		b.up = up
+		var err error
+		root, err = b.run(ctx, rootInfo, parentRoot)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	return b.commitSnapshot(ctx, root.treeID, "dir", upStats)
+}
+
+// commitSnapshot builds the snapshot of a finished backup and commits it.
+func (b *backup) commitSnapshot(ctx context.Context, tree chunk.ID, source string, up repo.UploadStats) (*repo.Snapshot, error) {
+	end := b.opts.Now()
+	sn := &repo.Snapshot{
+		Time: b.start, EndTime: end, Node: b.opts.Node, Path: b.opts.Path, Tree: tree,
+		Tags: b.opts.Tags, Source: source, Summary: b.summary(up, end),
+	}
+	if b.opts.Parent != nil {
+		sn.Parent = b.opts.Parent.ID
+	}
+	if u, err := currentUser(); err == nil {
+		sn.Username = u
+	}
+	if err := commit(ctx, b.r, b.opts, sn); err != nil {
+		return nil, err
+	}
+	return sn, nil
+}
+
+// commit makes the snapshot visible: the last step of every backup.
+func commit(ctx context.Context, r *repo.Repository, opts BackupOptions, sn *repo.Snapshot) error {
+	if opts.Commit == nil {
+		return r.SaveSnapshot(ctx, sn)
+	}
+	id, err := opts.Commit(ctx, sn)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	sn.ID = id
+	return nil
+}
+
+func newBackup(r *repo.Repository, ix blobIndex, opts BackupOptions) *backup {
+	b := &backup{
+		r: r, ix: ix, opts: opts, names: newOwnerNames(), start: opts.Now(),
+		claimed:   map[repo.BlobType]map[chunk.ID]struct{}{repo.DataBlob: {}, repo.TreeBlob: {}},
+		hardlinks: map[devIno]*fileJob{},
+		racyAt:    -1 << 63,
+	}
+	b.params = r.Config().Chunker
+	return b
+}
+
+// summary collects the counters into a snapshot summary.
+func (b *backup) summary(up repo.UploadStats, end time.Time) repo.Summary {
+	return repo.Summary{
+		FilesNew: b.sum.filesNew.Load(), FilesChanged: b.sum.filesChanged.Load(),
+		FilesUnchanged: b.sum.filesUnchanged.Load(), Dirs: b.sum.dirs.Load(),
+		Errors: b.sum.errors.Load(), BytesRead: b.sum.bytesRead.Load(),
+		TotalSize: b.sum.totalSize.Load(), BytesAdded: up.RawBytes,
+		StoredAdded: up.StoredBytes, ChunksNew: b.sum.chunksNew.Load(),
+		ChunksReused: b.sum.chunksReused.Load(), TreesNew: b.sum.treesNew.Load(),
+		Packs: up.Packs, DurationSec: end.Sub(b.start).Seconds(),
+	}
+}
+
+func (b *backup) reportError(p string, err error) {
+	b.sum.errors.Add(1)
+	if b.opts.Progress != nil {
+		b.opts.Progress.Errors.Add(1)
+	}
+	if b.opts.OnError != nil {
+		b.opts.OnError(p, err)
+	}
+}
+
+// queue sizes: enough to keep every reader and saver busy, small enough
+// that memory stays bounded (each queued save holds up to one chunk).
+func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo.Tree) (*dirJob, error) {
+	readers := b.opts.Readers
+	b.files = make(chan *fileJob, readers*4)
+	b.saves = make(chan saveJob, readers)
+	b.dirs = make(chan *dirJob, 64)
+
+	g, ctx := errgroup.WithContext(ctx)
+	var readersWG sync.WaitGroup
+	for range readers {
+		readersWG.Add(1)
+		g.Go(func() error {
+			defer readersWG.Done()
+			return b.readLoop(ctx)
+		})
+	}
+	g.Go(func() error {
+		readersWG.Wait()
+		close(b.saves)
+		return nil
+	})
+	// Savers compress and encrypt; one per core so a single large file
+	// (read by one reader) still keeps every core busy.
+	for range runtime.GOMAXPROCS(0) {
+		g.Go(func() error { return b.saveLoop(ctx) })
+	}
+	var root *dirJob
+	g.Go(func() error { return b.finishLoop(ctx) })
+	g.Go(func() error {
+		defer close(b.dirs)
+		defer close(b.files)
+		var err error
+		if rootInfo.IsDir() {
+			root, err = b.walkDir(ctx, b.opts.Path, "", parentRoot, "")
+		} else {
+			root, err = b.walkDir(ctx, filepath.Dir(b.opts.Path), "", parentRoot, filepath.Base(b.opts.Path))
+		}
+		return err
+	})
+	if b.opts.Progress != nil {
+		go b.scan(ctx, rootInfo)
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return root, nil
+}
+
+func (b *backup) excluded(rel, name string) bool {
+	for _, p := range b.opts.Excludes {
+		target := name
+		if containsSlash(p) {
+			target = rel
+		}
+		if ok, _ := path.Match(p, target); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func containsSlash(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// walkDir lists one directory, queues its changed files, recurses into its
+// subdirectories and hands the directory to the finisher after them (post
+// order). With only set, the directory is listed as if it held only that
+// entry: the snapshot of a single file.
+func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree, only string) (*dirJob, error) {
+	dj := &dirJob{rel: rel}
+	var names []string
+	if only != "" {
+		names = []string{only}
+	} else {
+		var err error
+		names, err = readDirNames(abs)
+		if err != nil {
+			b.reportError(abs, fmt.Errorf("read directory: %w", err))
+			names = nil
+		}
+	}
+	b.sum.dirs.Add(1)
+	dj.nodes = make([]repo.Node, 0, len(names))
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		full := filepath.Join(abs, name)
+		relName := path.Join(rel, name)
+		if b.excluded(relName, name) {
+			continue
+		}
+		fi, err := os.Lstat(full)
+		if err != nil {
+			b.reportError(full, err)
+			continue
+		}
+		node, ok := nodeFromInfo(name, fi, b.names)
+		if !ok {
+			if b.opts.OnSkip != nil {
+				b.opts.OnSkip(full, "socket or unknown file type not stored")
+			}
+			continue
+		}
+		var pn *repo.Node
+		if parent != nil {
+			pn = parent.Find(name)
+		}
+		switch node.Type {
+		case repo.NodeSymlink:
+			node.LinkTarget, err = os.Readlink(full)
+			if err != nil {
+				b.reportError(full, err)
+				continue
+			}
+			dj.nodes = append(dj.nodes, node)
+		case repo.NodeDir:
+			var ptree *repo.Tree
+			if pn != nil && pn.Type == repo.NodeDir {
+				ptree, err = b.loadTree(ctx, pn.Subtree)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					b.reportError(full, fmt.Errorf("parent tree unreadable, reading everything below: %w", err))
+					ptree = nil
+				}
+			}
+			child, err := b.walkDir(ctx, full, relName, ptree, "")
+			if err != nil {
+				return nil, err
+			}
+			dj.subdirs = append(dj.subdirs, pendingDir{idx: len(dj.nodes), child: child})
+			dj.nodes = append(dj.nodes, node)
+		case repo.NodeFile:
+			b.sum.totalSize.Add(node.Size)
+			if b.unchanged(pn, &node) {
+				node.Content = pn.Content
+				b.sum.filesUnchanged.Add(1)
+				if p := b.opts.Progress; p != nil {
+					p.Files.Add(1)
+					p.BytesDone.Add(node.Size)
+				}
+				dj.nodes = append(dj.nodes, node)
+				continue
+			}
+			job := b.hardlinkJob(&node)
+			if job == nil {
+				job = &fileJob{abs: full, rel: relName, node: node, done: make(chan struct{})}
+				if pn != nil {
+					job.status = statusChanged
+				}
+				if node.Links > 1 {
+					b.hardlinks[devIno{node.Device, node.Inode}] = job
+				}
+				select {
+				case b.files <- job:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			dj.files = append(dj.files, pendingFile{idx: len(dj.nodes), job: job})
+			dj.nodes = append(dj.nodes, node)
+		default:
+			dj.nodes = append(dj.nodes, node)
+		}
+	}
+	select {
+	case b.dirs <- dj:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return dj, nil
+}
+
+// hardlinkJob returns the job already reading another name of the same
+// inode, so a file with several names is read once per backup.
+func (b *backup) hardlinkJob(n *repo.Node) *fileJob {
+	if n.Links < 2 {
+		return nil
+	}
+	j := b.hardlinks[devIno{n.Device, n.Inode}]
+	if j == nil || j.node.Size != n.Size || j.node.ModTime != n.ModTime {
+		return nil
+	}
+	return j
+}
+
+// unchanged is the per-file change detection: same type, size, mtime,
+// ctime and inode as the parent's entry, and not racy.
+func (b *backup) unchanged(pn, n *repo.Node) bool {
+	return !b.opts.Rehash && pn != nil &&
+		pn.Type == repo.NodeFile &&
+		pn.Size == n.Size &&
+		pn.ModTime == n.ModTime &&
+		pn.ChangeTime == n.ChangeTime &&
+		pn.Inode == n.Inode &&
+		pn.ModTime < b.racyAt &&
+		(len(pn.Content) > 0 || n.Size == 0)
+}
+
+func (b *backup) loadTree(ctx context.Context, id chunk.ID) (*repo.Tree, error) {
+	loc, ok, err := b.ix.Lookup(repo.TreeBlob, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("tree %s: not in the index: %w", id.Short(), repo.ErrNotFound)
+	}
+	return b.r.LoadTree(ctx, loc.Pack, loc.Entry)
+}
+
+// claim reports whether blob id is new to the repository and, if so, makes
+// this caller the one that stores it.
+func (b *backup) claim(t repo.BlobType, id chunk.ID) (bool, error) {
+	b.claimMu.Lock()
+	_, seen := b.claimed[t][id]
+	b.claimMu.Unlock()
+	if seen {
+		return false, nil
+	}
+	_, found, err := b.ix.Lookup(t, id)
+	if err != nil || found {
+		return false, err
+	}
+	b.claimMu.Lock()
+	defer b.claimMu.Unlock()
+	if _, seen := b.claimed[t][id]; seen {
+		return false, nil
+	}
+	b.claimed[t][id] = struct{}{}
+	return true, nil
+}
+
+func (b *backup) readLoop(ctx context.Context) error {
+	// One splitter (and its chunk buffer) per reader for its whole life.
+	sp, err := chunk.NewSplitter(b.params)
+	if err != nil {
+		return err
+	}
+	for job := range b.files {
+		job.content, job.size, job.err = b.readFile(ctx, sp, job)
+		if job.err != nil && ctx.Err() == nil && !isFatal(job.err) {
+			b.reportError(job.abs, job.err)
+		}
+		close(job.done)
+		if job.err != nil && (ctx.Err() != nil || isFatal(job.err)) {
+			return job.err
+		}
+		if p := b.opts.Progress; p != nil {
+			p.Files.Add(1)
+			p.BytesDone.Add(job.node.Size)
+		}
+		switch {
+		case job.err != nil:
+		case job.status == statusNew:
+			b.sum.filesNew.Add(1)
+		default:
+			b.sum.filesChanged.Add(1)
+		}
+	}
+	return nil
+}
+
+// openFile is os.OpenFile; tests replace it to make files unreadable even
+// for root.
+var openFile = os.OpenFile
+
+// fatalError marks errors that end the backup (the store failed), as
+// opposed to a file that could not be read.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
+
+func isFatal(err error) bool {
+	var fe fatalError
+	return errors.As(err, &fe)
+}
+
+func (b *backup) readFile(ctx context.Context, sp *chunk.Splitter, job *fileJob) ([]chunk.ID, uint64, error) {
+	f, err := openFile(job.abs, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
+	if errors.Is(err, syscall.EPERM) {
+		// O_NOATIME is only allowed on files we own.
+		f, err = openFile(job.abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("changed from a regular file to %s during the backup", fi.Mode().Type())
+	}
+	return b.chunkStream(ctx, sp, f)
+}
+
+func (b *backup) saveLoop(ctx context.Context) error {
+	for sj := range b.saves {
+		_, err := b.up.Add(ctx, repo.DataBlob, sj.id, sj.data)
+		if err != nil {
+			return fatalError{err}
+		}
+	}
+	return nil
+}
+
+// finishLoop turns directories into trees in post order, so a directory's
+// subtrees are always done before it.
+func (b *backup) finishLoop(ctx context.Context) error {
+	for dj := range b.dirs {
+		drop := map[int]bool{}
+		for _, pf := range dj.files {
+			select {
+			case <-pf.job.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if pf.job.err != nil {
+				drop[pf.idx] = true
+				continue
+			}
+			n := &dj.nodes[pf.idx]
+			n.Content = pf.job.content
+			n.Size = pf.job.size
+		}
+		for _, pd := range dj.subdirs {
+			dj.nodes[pd.idx].Subtree = pd.child.treeID
+			pd.child.nodes = nil // its tree is stored; free the listing
+		}
+		tree := repo.Tree{Nodes: dj.nodes}
+		if len(drop) > 0 {
+			tree.Nodes = make([]repo.Node, 0, len(dj.nodes)-len(drop))
+			for i, n := range dj.nodes {
+				if !drop[i] {
+					tree.Nodes = append(tree.Nodes, n)
+				}
+			}
+		}
+		dj.files, dj.subdirs = nil, nil
+		id, err := b.storeTree(ctx, &tree, dj.rel)
+		if err != nil {
+			return err
+		}
+		dj.treeID = id
+	}
+	return nil
+}
+
+// storeTree encodes a tree and stores it unless the repository has it.
+func (b *backup) storeTree(ctx context.Context, tree *repo.Tree, where string) (chunk.ID, error) {
+	data := tree.Encode()
+	if len(data) > repo.MaxBlobSize {
+		return chunk.ID{}, fmt.Errorf("directory %s: %d entries make a tree of %d bytes, over the %d limit", where, len(tree.Nodes), len(data), repo.MaxBlobSize)
+	}
+	id := b.r.Hasher().Sum(data)
+	isNew, err := b.claim(repo.TreeBlob, id)
+	if err != nil {
+		return id, err
+	}
+	if isNew {
+		if _, err := b.up.Add(ctx, repo.TreeBlob, id, data); err != nil {
+			return id, err
+		}
+		b.sum.treesNew.Add(1)
+	}
+	return id, nil
+}
+
+// scan counts files and bytes ahead of the backup so progress can show an
+// ETA. It only stats, and gives up quietly on errors.
+func (b *backup) scan(ctx context.Context, rootInfo fs.FileInfo) {
+	p := b.opts.Progress
+	if !rootInfo.IsDir() {
+		p.TotalFiles.Store(1)
+		p.TotalBytes.Store(uint64(rootInfo.Size()))
+		p.ScanDone.Store(true)
+		return
+	}
+	var files, bytes uint64
+	_ = filepath.WalkDir(b.opts.Path, func(p string, d fs.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			files++
+			bytes += uint64(fi.Size())
+		}
+		return nil
+	})
+	p.TotalFiles.Store(files)
+	p.TotalBytes.Store(bytes)
+	p.ScanDone.Store(true)
+}

@@ -1,0 +1,5 @@
+package agent_test
+
+import "github.com/cairn-backup/cairn/index"
+
+type agentLoc = index.Location

@@ -1,0 +1,16 @@
+package agent
+
+import (
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// blobIndex is what the engine needs to know about stored blobs. The local
+// Badger index provides it in embedded mode.
+type blobIndex interface {
+	Lookup(t repo.BlobType, id chunk.ID) (index.Location, bool, error)
+	AddPacks(packs []repo.PackInfo) error
+}
+
+var _ blobIndex = (*index.Index)(nil)

@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// Local is embedded mode: a repository and its local index in one process.
+type Local struct {
+	Repo  *repo.Repository
+	Index *index.Index
+}
+
+// OpenLocal opens (or creates) the index in dir and brings it up to date
+// with the repository. A missing index is rebuilt from the bucket here.
+func OpenLocal(ctx context.Context, r *repo.Repository, dir string) (*Local, index.SyncStats, error) {
+	ix, err := index.Open(dir, r.Config().ID)
+	if err != nil {
+		return nil, index.SyncStats{}, err
+	}
+	st, err := ix.Sync(ctx, r)
+	if err != nil {
+		ix.Close()
+		return nil, st, fmt.Errorf("update index from %s: %w", r.Location(), err)
+	}
+	return &Local{Repo: r, Index: ix}, st, nil
+}
+
+// Close closes the index.
+func (l *Local) Close() error { return l.Index.Close() }
+
+// Latest returns the newest snapshot of node and path, or nil.
+func (l *Local) Latest(node, path string) (*repo.Snapshot, error) {
+	sns, err := l.Index.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	for _, sn := range sns {
+		if sn.Node == node && sn.Path == path {
+			return sn, nil
+		}
+	}
+	return nil, nil
+}
+
+// Snapshot backs up opts.Path with the newest snapshot of the same node and
+// path as parent (unless opts.Parent is set), then records the snapshot in
+// the catalog and syncs the index before returning.
+func (l *Local) Snapshot(ctx context.Context, opts BackupOptions, noParent bool) (*repo.Snapshot, error) {
+	if opts.Parent == nil && !noParent {
+		p, err := l.Latest(opts.Node, opts.Path)
+		if err != nil {
+			return nil, err
+		}
+		opts.Parent = p
+	}
+	sn, err := Backup(ctx, l.Repo, l.Index, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Index.PutSnapshot(sn); err != nil {
+		return sn, err
+	}
+	return sn, l.Index.Flush()
+}
+
+// SnapshotTar stores the tar stream in as a snapshot of opts.Node and
+// opts.Path, records it in the catalog and syncs the index.
+func (l *Local) SnapshotTar(ctx context.Context, in io.Reader, opts BackupOptions) (*repo.Snapshot, error) {
+	if opts.Parent == nil {
+		p, err := l.Latest(opts.Node, opts.Path)
+		if err != nil {
+			return nil, err
+		}
+		opts.Parent = p
+	}
+	sn, err := BackupTar(ctx, l.Repo, l.Index, in, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Index.PutSnapshot(sn); err != nil {
+		return sn, err
+	}
+	return sn, l.Index.Flush()
+}
+
+// Find resolves a selector against the catalog.
+func (l *Local) Find(sel Selector) (*repo.Snapshot, error) {
+	sns, err := l.Index.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	return sel.Find(sns)
+}

@@ -1,0 +1,527 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// RestoreOptions say where and how to restore.
+type RestoreOptions struct {
+	// Target is the directory to restore into; it is created if missing.
+	Target string
+	// Owner restores uid and gid; it needs root. Default: on when root.
+	Owner *bool
+	// Fetchers is the number of packs read at once; zero means 4, enough
+	// to hide the latency of an S3 range request behind the others.
+	Fetchers int
+	// OnWarning is told about metadata that could not be restored (owner,
+	// a device node without root); the data is still restored.
+	OnWarning func(path string, err error)
+	// BytesWritten, if set, counts restored file data as it is written.
+	BytesWritten *atomic.Uint64
+}
+
+// RestoreStats counts what a restore wrote.
+type RestoreStats struct {
+	Files, Dirs, Symlinks, Hardlinks, Special uint64
+	Bytes                                     uint64
+	Packs, Blobs                              uint64
+}
+
+type restoreFile struct {
+	rel  string
+	node repo.Node
+}
+
+type blobUse struct {
+	entry repo.BlobEntry
+	file  int32
+	off   int64
+}
+
+type restorePlan struct {
+	files    []restoreFile
+	byPack   map[repo.PackID][]blobUse
+	dirs     []restoreFile // post order: children before parents
+	symlinks []restoreFile
+	special  []restoreFile
+	links    [][2]string // new name, existing name
+}
+
+// Resolve walks from a snapshot's root tree to sub ("" or "/" for the root).
+// It returns the node sub names (nil for the root) and, for a directory, its
+// tree.
+func Resolve(ctx context.Context, r *repo.Repository, ix blobIndex, sn *repo.Snapshot, sub string) (*repo.Node, *repo.Tree, error) {
+	tree, err := LoadTree(ctx, r, ix, sn.Tree)
+	if err != nil {
+		return nil, nil, err
+	}
+	sub = strings.Trim(path.Clean("/"+sub), "/")
+	if sub == "" {
+		return nil, tree, nil
+	}
+	parts := strings.Split(sub, "/")
+	var node *repo.Node
+	for i, name := range parts {
+		node = tree.Find(name)
+		if node == nil {
+			return nil, nil, fmt.Errorf("%s not in snapshot %s: %w", path.Join(parts[:i+1]...), sn.ID.Short(), repo.ErrNotFound)
+		}
+		if i == len(parts)-1 {
+			break
+		}
+		if node.Type != repo.NodeDir {
+			return nil, nil, fmt.Errorf("%s in snapshot %s is a %s, not a directory", path.Join(parts[:i+1]...), sn.ID.Short(), node.Type)
+		}
+		if tree, err = LoadTree(ctx, r, ix, node.Subtree); err != nil {
+			return nil, nil, err
+		}
+	}
+	if node.Type == repo.NodeDir {
+		if tree, err = LoadTree(ctx, r, ix, node.Subtree); err != nil {
+			return nil, nil, err
+		}
+		return node, tree, nil
+	}
+	return node, nil, nil
+}
+
+// LoadTree reads the tree with the given ID through the index.
+func LoadTree(ctx context.Context, r *repo.Repository, ix blobIndex, id chunk.ID) (*repo.Tree, error) {
+	loc, ok, err := ix.Lookup(repo.TreeBlob, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("tree %s is not in the index (run `cairn index rebuild`): %w", id.Short(), repo.ErrNotFound)
+	}
+	return r.LoadTree(ctx, loc.Pack, loc.Entry)
+}
+
+// Restore writes the snapshot (or its subpath sub) into opts.Target. Every
+// chunk is verified; a mismatch stops the restore with an error naming the
+// pack. Nothing is written outside Target: names are single path components
+// (checked when trees are decoded), entries are created through an os.Root,
+// anything already at a name that is not a directory is replaced rather than
+// followed, and symlinks are created last so none is traversed.
+func Restore(ctx context.Context, r *repo.Repository, ix blobIndex, sn *repo.Snapshot, sub string, opts RestoreOptions) (RestoreStats, error) {
+	var st RestoreStats
+	if opts.Fetchers <= 0 {
+		opts.Fetchers = 4
+	}
+	owner := os.Geteuid() == 0
+	if opts.Owner != nil {
+		owner = *opts.Owner
+	}
+	node, tree, err := Resolve(ctx, r, ix, sn, sub)
+	if err != nil {
+		return st, err
+	}
+	if err := os.MkdirAll(opts.Target, 0o700); err != nil {
+		return st, fmt.Errorf("restore target: %w", err)
+	}
+	root, err := os.OpenRoot(opts.Target)
+	if err != nil {
+		return st, fmt.Errorf("restore target: %w", err)
+	}
+	defer root.Close()
+
+	rs := &restorer{r: r, ix: ix, root: root, opts: opts, owner: owner, stats: &st,
+		plan: restorePlan{byPack: map[repo.PackID][]blobUse{}}, linkSeen: map[devIno]string{}}
+	if node == nil { // the snapshot's root: its entries go into Target
+		err = rs.planTree(ctx, "", tree)
+	} else { // a subtree or one file: it goes into Target under its name
+		err = rs.planNode(ctx, "", node)
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := rs.fetchAll(ctx); err != nil {
+		return st, err
+	}
+	return st, rs.finish()
+}
+
+type restorer struct {
+	r        *repo.Repository
+	ix       blobIndex
+	root     *os.Root
+	opts     RestoreOptions
+	owner    bool
+	stats    *RestoreStats
+	plan     restorePlan
+	linkSeen map[devIno]string
+}
+
+func (rs *restorer) warn(p string, err error) {
+	if rs.opts.OnWarning != nil {
+		rs.opts.OnWarning(p, err)
+	}
+}
+
+// clear removes whatever is at rel unless it is a real directory and keep
+// says directories may stay; it never follows a symlink.
+func (rs *restorer) clear(rel string, keepDir bool) error {
+	fi, err := rs.root.Lstat(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		if keepDir {
+			return nil
+		}
+		return rs.root.RemoveAll(rel)
+	}
+	return rs.root.Remove(rel)
+}
+
+func (rs *restorer) planTree(ctx context.Context, rel string, tree *repo.Tree) error {
+	for i := range tree.Nodes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := rs.planNode(ctx, path.Join(rel, tree.Nodes[i].Name), &tree.Nodes[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) error {
+	if rel == "" {
+		rel = n.Name
+	}
+	switch n.Type {
+	case repo.NodeDir:
+		if err := rs.clear(rel, true); err != nil {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		if err := rs.root.Mkdir(rel, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		sub, err := LoadTree(ctx, rs.r, rs.ix, n.Subtree)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		if err := rs.planTree(ctx, rel, sub); err != nil {
+			return err
+		}
+		meta := *n
+		meta.Content = nil
+		rs.plan.dirs = append(rs.plan.dirs, restoreFile{rel: rel, node: meta})
+		rs.stats.Dirs++
+	case repo.NodeFile:
+		if err := rs.clear(rel, false); err != nil {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		if n.Links > 1 {
+			key := devIno{n.Device, n.Inode}
+			if first, ok := rs.linkSeen[key]; ok {
+				rs.plan.links = append(rs.plan.links, [2]string{rel, first})
+				rs.stats.Hardlinks++
+				return nil
+			}
+			rs.linkSeen[key] = rel
+		}
+		f, err := rs.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		// Setting the size first leaves all-zero chunks as holes: a sparse
+		// file comes back sparse.
+		err = f.Truncate(int64(n.Size))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		idx := int32(len(rs.plan.files))
+		var off int64
+		for _, id := range n.Content {
+			loc, ok, err := rs.ix.Lookup(repo.DataBlob, id)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("restore %s: chunk %s is not in the index: %w", rel, id.Short(), repo.ErrNotFound)
+			}
+			rs.plan.byPack[loc.Pack] = append(rs.plan.byPack[loc.Pack], blobUse{entry: loc.Entry, file: idx, off: off})
+			off += int64(loc.Entry.RawLength)
+		}
+		if uint64(off) != n.Size {
+			return fmt.Errorf("restore %s: chunks add up to %d bytes, tree says %d: %w", rel, off, n.Size, repo.ErrCorrupt)
+		}
+		meta := *n
+		meta.Content = nil
+		rs.plan.files = append(rs.plan.files, restoreFile{rel: rel, node: meta})
+		rs.stats.Files++
+	case repo.NodeSymlink:
+		rs.plan.symlinks = append(rs.plan.symlinks, restoreFile{rel: rel, node: *n})
+	default:
+		rs.plan.special = append(rs.plan.special, restoreFile{rel: rel, node: *n})
+	}
+	return nil
+}
+
+// maxRangeGap: blobs of one pack closer than this are fetched with one
+// range request; reading a little unneeded data is cheaper than a request.
+const (
+	maxRangeGap  = 512 << 10
+	maxRangeSize = 32 << 20
+)
+
+func (rs *restorer) fetchAll(ctx context.Context) error {
+	packs := make([]repo.PackID, 0, len(rs.plan.byPack))
+	for id := range rs.plan.byPack {
+		packs = append(packs, id)
+	}
+	sort.Slice(packs, func(i, j int) bool { return string(packs[i][:]) < string(packs[j][:]) })
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(rs.opts.Fetchers)
+	var mu sync.Mutex
+	for _, pid := range packs {
+		uses := rs.plan.byPack[pid]
+		g.Go(func() error {
+			n, err := rs.fetchPack(ctx, pid, uses)
+			mu.Lock()
+			rs.stats.Packs++
+			rs.stats.Blobs += n
+			mu.Unlock()
+			return err
+		})
+	}
+	return g.Wait()
+}
+
+func (rs *restorer) fetchPack(ctx context.Context, pid repo.PackID, uses []blobUse) (uint64, error) {
+	sort.Slice(uses, func(i, j int) bool { return uses[i].entry.Offset < uses[j].entry.Offset })
+	fw := &fileWriter{root: rs.root}
+	defer fw.close()
+	var blobs uint64
+	for start := 0; start < len(uses); {
+		// Distinct blobs of one range, each with every place it goes.
+		end := start + 1
+		for end < len(uses) {
+			prev, next := uses[end-1].entry, uses[end].entry
+			gap := int64(next.Offset) - int64(prev.Offset+prev.Length)
+			span := int64(next.Offset+next.Length) - int64(uses[start].entry.Offset)
+			if gap > maxRangeGap || span > maxRangeSize {
+				break
+			}
+			end++
+		}
+		group := uses[start:end]
+		var entries []repo.BlobEntry
+		for i, u := range group {
+			if i == 0 || u.entry.Offset != group[i-1].entry.Offset {
+				entries = append(entries, u.entry)
+			}
+		}
+		next := 0
+		err := rs.r.ReadBlobs(ctx, pid, entries, func(e repo.BlobEntry, plain []byte) error {
+			blobs++
+			zero := allZero(plain)
+			for next < len(group) && group[next].entry.Offset == e.Offset {
+				u := group[next]
+				next++
+				if zero {
+					continue // a hole: the file already reads as zeros there
+				}
+				if err := fw.writeAt(rs.plan.files[u.file].rel, plain, u.off); err != nil {
+					return err
+				}
+				if rs.opts.BytesWritten != nil {
+					rs.opts.BytesWritten.Add(uint64(len(plain)))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return blobs, err
+		}
+		start = end
+	}
+	for _, u := range uses {
+		atomic.AddUint64(&rs.stats.Bytes, uint64(u.entry.RawLength))
+	}
+	return blobs, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// fileWriter keeps the last file open: consecutive blobs of a pack often
+// belong to the same file.
+type fileWriter struct {
+	root *os.Root
+	rel  string
+	f    *os.File
+}
+
+func (w *fileWriter) writeAt(rel string, data []byte, off int64) error {
+	if w.f == nil || w.rel != rel {
+		w.close()
+		f, err := w.root.OpenFile(rel, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", rel, err)
+		}
+		w.f, w.rel = f, rel
+	}
+	if _, err := w.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("restore %s: %w", rel, err)
+	}
+	return nil
+}
+
+func (w *fileWriter) close() {
+	if w.f != nil {
+		_ = w.f.Close()
+		w.f = nil
+	}
+}
+
+func fileMode(m uint32) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}
+
+// finish creates hard links, special files and symlinks, then applies
+// metadata: files first, directories last and deepest first, because
+// writing into a directory changes its mtime.
+func (rs *restorer) finish() error {
+	for _, l := range rs.plan.links {
+		if err := rs.clear(l[0], false); err != nil {
+			return fmt.Errorf("restore %s: %w", l[0], err)
+		}
+		if err := rs.root.Link(l[1], l[0]); err != nil {
+			return fmt.Errorf("restore hard link %s: %w", l[0], err)
+		}
+	}
+	for _, f := range rs.plan.files {
+		rs.applyMeta(f.rel, &f.node, false)
+	}
+	for _, s := range rs.plan.special {
+		if err := rs.mknod(s); err != nil {
+			rs.warn(s.rel, err)
+			continue
+		}
+		rs.stats.Special++
+		rs.applyMeta(s.rel, &s.node, false)
+	}
+	for _, s := range rs.plan.symlinks {
+		if err := rs.clear(s.rel, false); err != nil {
+			return fmt.Errorf("restore %s: %w", s.rel, err)
+		}
+		if err := rs.root.Symlink(s.node.LinkTarget, s.rel); err != nil {
+			return fmt.Errorf("restore symlink %s: %w", s.rel, err)
+		}
+		rs.stats.Symlinks++
+		rs.applyMeta(s.rel, &s.node, true)
+	}
+	for _, d := range rs.plan.dirs {
+		rs.applyMeta(d.rel, &d.node, false)
+	}
+	return nil
+}
+
+// withParent runs fn with an open descriptor of rel's parent directory
+// (inside the root) and rel's base name, for the *at system calls os.Root
+// does not wrap.
+func (rs *restorer) withParent(rel string, fn func(dirfd int, name string) error) error {
+	dir, name := path.Split(rel)
+	if dir == "" {
+		dir = "."
+	}
+	d, err := rs.root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return fn(int(d.Fd()), name)
+}
+
+func (rs *restorer) mknod(s restoreFile) error {
+	if err := rs.clear(s.rel, false); err != nil {
+		return err
+	}
+	var mode uint32
+	switch s.node.Type {
+	case repo.NodeFifo:
+		mode = syscall.S_IFIFO
+	case repo.NodeCharDev:
+		mode = syscall.S_IFCHR
+	case repo.NodeBlockDev:
+		mode = syscall.S_IFBLK
+	default:
+		return fmt.Errorf("unknown node type %s", s.node.Type)
+	}
+	return rs.withParent(s.rel, func(fd int, name string) error {
+		return unix.Mknodat(fd, name, mode|(s.node.Mode&0o777), int(s.node.Rdev))
+	})
+}
+
+func (rs *restorer) applyMeta(rel string, n *repo.Node, symlink bool) {
+	if rs.owner {
+		if err := rs.root.Lchown(rel, int(n.UID), int(n.GID)); err != nil {
+			rs.warn(rel, fmt.Errorf("set owner: %w", err))
+		}
+	}
+	mtime := time.Unix(0, n.ModTime)
+	if symlink {
+		err := rs.withParent(rel, func(fd int, name string) error {
+			ts := []unix.Timespec{unix.NsecToTimespec(n.ModTime), unix.NsecToTimespec(n.ModTime)}
+			return unix.UtimesNanoAt(fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		})
+		if err != nil {
+			rs.warn(rel, fmt.Errorf("set symlink time: %w", err))
+		}
+		return
+	}
+	if err := rs.root.Chmod(rel, fileMode(n.Mode)); err != nil {
+		rs.warn(rel, fmt.Errorf("set mode: %w", err))
+	}
+	if err := rs.root.Chtimes(rel, mtime, mtime); err != nil {
+		rs.warn(rel, fmt.Errorf("set times: %w", err))
+	}
+}

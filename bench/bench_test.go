@@ -1,0 +1,82 @@
+package bench_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/bench"
+)
+
+func TestGenerateAndMutateAreDeterministic(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	spec := bench.Spec{Files: 120, Seed: 5, LargeEvery: 50, LargeSize: 100000, Compressible: 0.5}
+	na, err := bench.Generate(a, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, _ := bench.Generate(b, spec)
+	if na != nb || na == 0 {
+		t.Fatalf("sizes %d and %d", na, nb)
+	}
+	ca, _ := bench.Mutate(a, bench.Change{Fraction: 0.2, Seed: 9})
+	cb, _ := bench.Mutate(b, bench.Change{Fraction: 0.2, Seed: 9})
+	if ca != cb || ca != 24 {
+		t.Fatalf("changed %d and %d files, want 24", ca, cb)
+	}
+	out, err := exec.Command("diff", "-r", a, b).CombinedOutput()
+	if err != nil {
+		t.Fatalf("same seed, different trees: %s", out)
+	}
+}
+
+// TestQuickRun is the harness's quick mode inside `make test`, so it never
+// rots: a small tree, one repetition, cairn and any peer on PATH.
+func TestQuickRun(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "cairn")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/cairn-backup/cairn/cmd/cairn").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	tools := append([]bench.Tool{bench.Cairn{Bin: bin}}, bench.FindPeers()...)
+	spec := bench.Spec{Files: 200, Seed: 1, LargeEvery: 100, LargeSize: 1 << 20, Compressible: 0.5}
+	ms, err := bench.Run(context.Background(), bench.Options{
+		Tools: tools, Reps: 1, Work: filepath.Join(dir, "work"), Dedup: true,
+		Data: func(d string) error { _, err := bench.Generate(d, spec); return err },
+		Next: func(d string, i int) error {
+			_, err := bench.Mutate(d, bench.Change{Fraction: 0.05, Seed: uint64(i)})
+			return err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats := bench.Summarise(ms)
+	if len(stats) != len(bench.Scenarios)*len(tools) {
+		t.Fatalf("%d summaries for %d tools", len(stats), len(tools))
+	}
+	for _, s := range stats {
+		if s.WallMed <= 0 || s.MaxRSS <= 0 || s.Stored <= 0 {
+			t.Errorf("%s %s: empty figures %+v", s.Tool, s.Scenario, s)
+		}
+	}
+	rep := &bench.Report{Title: "quick", Data: "test", Measures: ms, Stats: stats}
+	out := filepath.Join(dir, "out")
+	if err := rep.WriteFiles(out); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	svg, _ := os.ReadFile(filepath.Join(out, "chart.svg"))
+	for _, sc := range bench.Scenarios {
+		if !strings.Contains(string(md), sc) {
+			t.Errorf("report lacks %q", sc)
+		}
+	}
+	if !strings.HasPrefix(string(svg), "<svg") || !strings.Contains(string(svg), "initial backup") {
+		t.Errorf("chart is not an SVG of the scenarios")
+	}
+	t.Logf("\n%s", md)
+}

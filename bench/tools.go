@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Tool drives one backup program through its command line. Commands are
+// returned unstarted so the runner can measure them.
+type Tool interface {
+	Name() string
+	// Prepare makes a fresh, empty repository under dir and returns the
+	// environment every later command of this repository needs.
+	Prepare(dir string) ([]string, error)
+	Backup(src string) []string
+	Restore(src, dst string) []string
+	RestoreFile(src, rel, dst string) []string
+	// ForgetOldest forgets the oldest of n snapshots (not measured); GC
+	// then reclaims its space (measured).
+	ForgetOldest(n int) []string
+	GC() []string
+	Binary() string
+}
+
+// Cairn is cairn's own command line.
+type Cairn struct{ Bin string }
+
+func (c Cairn) Name() string   { return "cairn" }
+func (c Cairn) Binary() string { return c.Bin }
+
+func (c Cairn) Prepare(dir string) ([]string, error) {
+	env := []string{"CAIRN_REPO=" + filepath.Join(dir, "repo"), "CAIRN_STATE_DIR=" + filepath.Join(dir, "state"), "CAIRN_PASSWORD=bench"}
+	out, err := command(c.Bin, env, "init", "-q").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("cairn init: %v: %s", err, out)
+	}
+	return env, nil
+}
+
+func (c Cairn) Backup(src string) []string {
+	return []string{"snapshot", "-q", "--keep", "0", "--node", "bench", src}
+}
+func (c Cairn) Restore(_, dst string) []string {
+	return []string{"restore", "-q", "latest", "--target", dst}
+}
+func (c Cairn) RestoreFile(_, rel, dst string) []string {
+	return []string{"restore", "-q", "latest:" + rel, "--target", dst}
+}
+func (c Cairn) ForgetOldest(n int) []string {
+	return []string{"forget", "-q", "--keep-last", fmt.Sprint(n - 1), "--no-gc"}
+}
+func (c Cairn) GC() []string { return []string{"gc", "-q"} }
+
+// Restic is restic with its usual settings: repository version 2, so
+// zstd compression is on ("auto"), and its local cache.
+type Restic struct{ Bin string }
+
+func (r Restic) Name() string   { return "restic" }
+func (r Restic) Binary() string { return r.Bin }
+
+func (r Restic) Prepare(dir string) ([]string, error) {
+	env := []string{"RESTIC_REPOSITORY=" + filepath.Join(dir, "repo"), "RESTIC_PASSWORD=bench",
+		"RESTIC_CACHE_DIR=" + filepath.Join(dir, "cache"), "RESTIC_COMPRESSION=auto"}
+	out, err := command(r.Bin, env, "init", "--repository-version", "2").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("restic init: %v: %s", err, out)
+	}
+	return env, nil
+}
+
+func (r Restic) Backup(src string) []string {
+	return []string{"backup", "-q", "--host", "bench", src}
+}
+func (r Restic) Restore(src, dst string) []string {
+	return []string{"restore", "-q", "latest", "--target", dst}
+}
+func (r Restic) RestoreFile(src, rel, dst string) []string {
+	return []string{"restore", "-q", "latest", "--target", dst, "--include", filepath.Join(src, rel)}
+}
+func (r Restic) ForgetOldest(n int) []string {
+	return []string{"forget", "-q", "--keep-last", fmt.Sprint(n - 1)}
+}
+func (r Restic) GC() []string { return []string{"prune", "-q"} }
+
+func command(bin string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(append([]string{}, os.Environ()...), env...)
+	return cmd
+}
+
+// FindPeers returns the peers whose binaries are on PATH.
+func FindPeers() []Tool {
+	var out []Tool
+	if p, err := exec.LookPath("restic"); err == nil {
+		out = append(out, Restic{Bin: p})
+	}
+	return out
+}

@@ -1,0 +1,5 @@
+package chunk
+
+import "crypto/rand"
+
+var randRead = rand.Read

@@ -1,0 +1,393 @@
+package index
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// ErrLocked: another process holds the index open.
+var ErrLocked = errors.New("index is in use by another cairn process")
+
+// Key prefixes. One byte each keeps keys short: the blob table dominates.
+const (
+	pBlob     = 'b' // b type id → pack id, offset, length, raw length
+	pPack     = 'p' // p pack id → size, blob count
+	pIndexObj = 'x' // x name → ""
+	pSnapshot = 's' // s id → snapshot JSON
+	pMeta     = 'm' // m key → value
+)
+
+// Location is where a blob is stored.
+type Location struct {
+	Pack  repo.PackID
+	Entry repo.BlobEntry
+}
+
+// Index is an open Badger index. It is safe for concurrent use.
+type Index struct {
+	db  *badger.DB
+	dir string
+
+	// While Sync reloads, packs added by others are remembered so the
+	// reload does not delete them as stale.
+	mu        sync.Mutex
+	reloading int
+	recent    map[repo.PackID]bool
+}
+
+// Open opens (creating if needed) the index in dir for the repository with
+// the given ID. An index that belongs to another repository is an error.
+func Open(dir, repoID string) (*Index, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("index folder %s: %w", dir, err)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithLogger(nil).
+		WithNumVersionsToKeep(1).
+		// Entries are ~80 bytes; small tables and caches keep a cairn
+		// process lean. The blob table of 1 TiB of unique data is ~1M keys.
+		WithMemTableSize(16 << 20).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithValueLogFileSize(64 << 20).
+		WithCompression(options.None).
+		WithNumCompactors(2)
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("%s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	ix := &Index{db: db, dir: dir}
+	owner, err := ix.meta("repo")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	switch owner {
+	case "":
+		if err := ix.setMeta("repo", repoID); err != nil {
+			db.Close()
+			return nil, err
+		}
+	case repoID:
+	default:
+		db.Close()
+		return nil, fmt.Errorf("index %s belongs to repository %s, not %s", dir, owner, repoID)
+	}
+	return ix, nil
+}
+
+// Dir returns the index folder.
+func (ix *Index) Dir() string { return ix.dir }
+
+// Close closes the index.
+func (ix *Index) Close() error { return ix.db.Close() }
+
+// Flush makes every write so far durable. Badger does not sync writes by
+// default; call Flush before acknowledging a commit.
+func (ix *Index) Flush() error { return ix.db.Sync() }
+
+func (ix *Index) meta(key string) (string, error) {
+	var v string
+	err := ix.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(append([]byte{pMeta}, key...))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b, err := it.ValueCopy(nil)
+		v = string(b)
+		return err
+	})
+	return v, err
+}
+
+func (ix *Index) setMeta(key, val string) error {
+	return ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte{pMeta}, key...), []byte(val))
+	})
+}
+
+func blobKey(t repo.BlobType, id chunk.ID) []byte {
+	k := make([]byte, 2+chunk.IDSize)
+	k[0], k[1] = pBlob, byte(t)
+	copy(k[2:], id[:])
+	return k
+}
+
+func encodeLoc(p repo.PackID, e repo.BlobEntry) []byte {
+	v := make([]byte, 32+12)
+	copy(v, p[:])
+	binary.LittleEndian.PutUint32(v[32:], e.Offset)
+	binary.LittleEndian.PutUint32(v[36:], e.Length)
+	binary.LittleEndian.PutUint32(v[40:], e.RawLength)
+	return v
+}
+
+func decodeLoc(t repo.BlobType, id chunk.ID, v []byte) (Location, error) {
+	if len(v) != 44 {
+		return Location{}, fmt.Errorf("index entry for %s: %d bytes: %w", id.Short(), len(v), repo.ErrCorrupt)
+	}
+	var l Location
+	copy(l.Pack[:], v)
+	l.Entry = repo.BlobEntry{
+		Type: t, ID: id,
+		Offset:    binary.LittleEndian.Uint32(v[32:]),
+		Length:    binary.LittleEndian.Uint32(v[36:]),
+		RawLength: binary.LittleEndian.Uint32(v[40:]),
+	}
+	return l, nil
+}
+
+// Lookup returns where blob id of type t is stored.
+func (ix *Index) Lookup(t repo.BlobType, id chunk.ID) (Location, bool, error) {
+	var loc Location
+	found := false
+	err := ix.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(blobKey(t, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			var err error
+			loc, err = decodeLoc(t, id, v)
+			found = err == nil
+			return err
+		})
+	})
+	return loc, found, err
+}
+
+// Has reports whether blob id of type t is indexed.
+func (ix *Index) Has(t repo.BlobType, id chunk.ID) (bool, error) {
+	found := false
+	err := ix.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(blobKey(t, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return found, err
+}
+
+// AddPacks records packs and their blobs.
+func (ix *Index) AddPacks(packs []repo.PackInfo) error {
+	ix.mu.Lock()
+	if ix.reloading > 0 {
+		for _, p := range packs {
+			ix.recent[p.ID] = true
+		}
+	}
+	ix.mu.Unlock()
+	return ix.addPacks(packs)
+}
+
+func (ix *Index) addPacks(packs []repo.PackInfo) error {
+	wb := ix.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, p := range packs {
+		pv := make([]byte, 16)
+		binary.LittleEndian.PutUint64(pv, uint64(p.Size))
+		binary.LittleEndian.PutUint64(pv[8:], uint64(len(p.Blobs)))
+		if err := wb.Set(append([]byte{pPack}, p.ID[:]...), pv); err != nil {
+			return err
+		}
+		for _, b := range p.Blobs {
+			if err := wb.Set(blobKey(b.Type, b.ID), encodeLoc(p.ID, b)); err != nil {
+				return err
+			}
+		}
+	}
+	return wb.Flush()
+}
+
+// PackStat is what the index knows about a pack.
+type PackStat struct {
+	ID    repo.PackID
+	Size  int64
+	Blobs int
+}
+
+// Packs lists the indexed packs.
+func (ix *Index) Packs() ([]PackStat, error) {
+	var out []PackStat
+	err := ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pPack}, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			var ps PackStat
+			copy(ps.ID[:], item.Key()[1:])
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 16 {
+					return fmt.Errorf("pack entry %s: %w", ps.ID.Short(), repo.ErrCorrupt)
+				}
+				ps.Size = int64(binary.LittleEndian.Uint64(v))
+				ps.Blobs = int(binary.LittleEndian.Uint64(v[8:]))
+				return nil
+			}); err != nil {
+				return err
+			}
+			out = append(out, ps)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// EachBlob calls fn for every indexed blob.
+func (ix *Index) EachBlob(fn func(Location) error) error {
+	return ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pBlob}, PrefetchValues: true, PrefetchSize: 1000})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 2+chunk.IDSize {
+				continue
+			}
+			var id chunk.ID
+			copy(id[:], k[2:])
+			var loc Location
+			if err := it.Item().Value(func(v []byte) error {
+				var err error
+				loc, err = decodeLoc(repo.BlobType(k[1]), id, v)
+				return err
+			}); err != nil {
+				return err
+			}
+			if err := fn(loc); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutSnapshot adds a snapshot to the catalog.
+func (ix *Index) PutSnapshot(sn *repo.Snapshot) error {
+	b, err := json.Marshal(sn)
+	if err != nil {
+		return err
+	}
+	return ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte{pSnapshot}, sn.ID...), b)
+	})
+}
+
+// DeleteSnapshot drops a snapshot from the catalog.
+func (ix *Index) DeleteSnapshot(id repo.SnapshotID) error {
+	return ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete(append([]byte{pSnapshot}, id...))
+	})
+}
+
+// Snapshots returns the catalog, newest first.
+func (ix *Index) Snapshots() ([]*repo.Snapshot, error) {
+	var out []*repo.Snapshot
+	err := ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pSnapshot}, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := repo.SnapshotID(it.Item().Key()[1:])
+			if err := it.Item().Value(func(v []byte) error {
+				var sn repo.Snapshot
+				if err := json.Unmarshal(v, &sn); err != nil {
+					return fmt.Errorf("catalog entry %s: %w", id.Short(), repo.ErrCorrupt)
+				}
+				sn.ID = id
+				out = append(out, &sn)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	SortNewestFirst(out)
+	return out, err
+}
+
+// SortNewestFirst orders snapshots by time, newest first, ties by ID.
+func SortNewestFirst(sns []*repo.Snapshot) {
+	sort.Slice(sns, func(i, j int) bool {
+		if !sns[i].Time.Equal(sns[j].Time) {
+			return sns[i].Time.After(sns[j].Time)
+		}
+		return sns[i].ID > sns[j].ID
+	})
+}
+
+func (ix *Index) keysWithPrefix(prefix byte) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			out[string(it.Item().Key()[1:])] = true
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (ix *Index) dropPrefix(prefixes ...byte) error {
+	ps := make([][]byte, len(prefixes))
+	for i, p := range prefixes {
+		ps[i] = []byte{p}
+	}
+	return ix.db.DropPrefix(ps...)
+}
+
+// DefaultDir is where the index of repository repoID lives:
+// $CAIRN_STATE_DIR, else $XDG_STATE_HOME/cairn, else ~/.local/state/cairn.
+func DefaultDir(repoID string) (string, error) {
+	base := os.Getenv("CAIRN_STATE_DIR")
+	if base == "" {
+		if x := os.Getenv("XDG_STATE_HOME"); x != "" {
+			base = filepath.Join(x, "cairn")
+		} else {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", fmt.Errorf("no state folder: set CAIRN_STATE_DIR: %w", err)
+			}
+			base = filepath.Join(home, ".local", "state", "cairn")
+		}
+	}
+	return DefaultDirIn(base, repoID), nil
+}
+
+// DefaultDirIn is where the index of repository repoID lives under base.
+func DefaultDirIn(base, repoID string) string {
+	return filepath.Join(base, repoID, "index")
+}
+
+// Meta returns a value recorded with SetMeta, or "".
+func (ix *Index) Meta(key string) (string, error) { return ix.meta("u/" + key) }
+
+// SetMeta records a small value in the index.
+func (ix *Index) SetMeta(key, val string) error { return ix.setMeta("u/"+key, val) }

@@ -1,0 +1,165 @@
+package index_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/restic/chunker"
+
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/mem"
+)
+
+func testRepo(t *testing.T) (*repo.Repository, *mem.Store) {
+	t.Helper()
+	st := mem.New()
+	p := &chunk.Params{Polynomial: chunker.Pol(0x3DA3358B4DC173), MinSize: 512 << 10, MaxSize: 8 << 20, AverageBits: 20, IDKey: make([]byte, 32)}
+	r, err := repo.Init(context.Background(), st, "pw", repo.InitOptions{KDF: repo.KDFParams{Time: 1, Memory: 64, Threads: 1}, Chunker: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, st
+}
+
+// writeBlobs stores blobs in one upload session and returns their IDs.
+func writeBlobs(t *testing.T, r *repo.Repository, contents ...string) []chunk.ID {
+	t.Helper()
+	var ids []chunk.ID
+	_, _, err := r.WithUploader(context.Background(), repo.UploadOptions{}, func(ctx context.Context, up *repo.Uploader) error {
+		for _, c := range contents {
+			id := r.Hasher().Sum([]byte(c))
+			ids = append(ids, id)
+			if _, err := up.Add(ctx, repo.DataBlob, id, []byte(c)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func saveSnapshot(t *testing.T, r *repo.Repository, node string) *repo.Snapshot {
+	t.Helper()
+	sn := &repo.Snapshot{Time: time.Now(), Node: node, Path: "/p", Tree: chunk.ID{1}}
+	if err := r.SaveSnapshot(context.Background(), sn); err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
+
+func TestSyncIsIncrementalAndFollowsTheBucket(t *testing.T) {
+	ctx := context.Background()
+	r, st := testRepo(t)
+	ix, err := index.Open(t.TempDir(), r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+
+	a := writeBlobs(t, r, "one", "two")
+	s1 := saveSnapshot(t, r, "n1")
+	stats, err := ix.Sync(ctx, r)
+	if err != nil || stats.IndexObjects != 1 || stats.SnapshotsAdded != 1 {
+		t.Fatalf("first sync: %+v %v", stats, err)
+	}
+	for _, id := range a {
+		if ok, _ := ix.Has(repo.DataBlob, id); !ok {
+			t.Fatalf("blob %s not indexed", id.Short())
+		}
+	}
+	// Nothing new: nothing read.
+	stats, err = ix.Sync(ctx, r)
+	if err != nil || stats.IndexObjects != 0 || stats.SnapshotsAdded != 0 || stats.Reloaded {
+		t.Fatalf("idle sync: %+v %v", stats, err)
+	}
+	b := writeBlobs(t, r, "three")
+	saveSnapshot(t, r, "n2")
+	stats, _ = ix.Sync(ctx, r)
+	if stats.IndexObjects != 1 || stats.SnapshotsAdded != 1 {
+		t.Fatalf("incremental sync: %+v", stats)
+	}
+	// A snapshot deleted elsewhere leaves the catalog.
+	if err := r.DeleteSnapshot(ctx, s1.ID); err != nil {
+		t.Fatal(err)
+	}
+	// An index object rewritten elsewhere (as garbage collection does)
+	// makes the index reload every location.
+	var first string
+	st.List(ctx, "index/", func(oi repo.ObjectInfo) error {
+		if first == "" {
+			first = oi.Name
+		}
+		return nil
+	})
+	if err := st.Delete(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	stats, _ = ix.Sync(ctx, r)
+	if !stats.Reloaded || stats.Snapshots != 1 {
+		t.Fatalf("sync after deletions: %+v", stats)
+	}
+	sns, _ := ix.Snapshots()
+	if len(sns) != 1 || sns[0].Node != "n2" {
+		t.Fatalf("catalog after deletion: %v", sns)
+	}
+	// Exactly one of the two sessions' blobs survive the reload.
+	hasA, _ := ix.Has(repo.DataBlob, a[0])
+	hasB, _ := ix.Has(repo.DataBlob, b[0])
+	if hasA == hasB {
+		t.Fatalf("after reload: first session indexed %v, second %v; want exactly one", hasA, hasB)
+	}
+}
+
+func TestRebuildReadsPacksWithoutIndexObjects(t *testing.T) {
+	ctx := context.Background()
+	r, st := testRepo(t)
+	ids := writeBlobs(t, r, "alpha", "beta")
+	saveSnapshot(t, r, "n")
+	// Lose every index object: only the packs' own tables remain.
+	var names []string
+	st.List(ctx, "index/", func(oi repo.ObjectInfo) error { names = append(names, oi.Name); return nil })
+	for _, n := range names {
+		st.Delete(ctx, n)
+	}
+	ix, err := index.Open(t.TempDir(), r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	stats, err := ix.Rebuild(ctx, r)
+	if err != nil || stats.PacksScanned != 1 || stats.Snapshots != 1 || len(stats.Problems) != 0 {
+		t.Fatalf("rebuild: %+v %v", stats, err)
+	}
+	for _, id := range ids {
+		loc, ok, err := ix.Lookup(repo.DataBlob, id)
+		if err != nil || !ok {
+			t.Fatalf("blob %s after rebuild: %v %v", id.Short(), ok, err)
+		}
+		if _, err := r.ReadBlob(ctx, loc.Pack, loc.Entry); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	ix, err := index.Open(dir, "repo-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := index.Open(dir, "repo-a"); !errors.Is(err, index.ErrLocked) {
+		t.Errorf("second open: %v, want ErrLocked", err)
+	}
+	ix.Close()
+	if _, err := index.Open(dir, "repo-b"); err == nil || !strings.Contains(err.Error(), "belongs to repository repo-a") {
+		t.Errorf("open for another repository: %v", err)
+	}
+}

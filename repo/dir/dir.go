@@ -1,0 +1,218 @@
+// Package dir is a repo.Store in a local directory.
+//
+// Objects are files named after their object names. A Put writes a temporary
+// file beside the target, fsyncs it, renames it into place and fsyncs the
+// directory, so a crash leaves either the old state or the whole new object.
+package dir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// Store keeps objects under a root directory.
+type Store struct {
+	root string
+}
+
+var _ repo.Store = (*Store)(nil)
+
+// New returns a store rooted at root. The directory need not exist yet; Put
+// creates what it needs.
+func New(root string) (*Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("repository path %s: %w", root, err)
+	}
+	return &Store{root: abs}, nil
+}
+
+// Location implements repo.Locator.
+func (s *Store) Location() string { return s.root }
+
+func (s *Store) path(name string) (string, error) {
+	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "..") || strings.Contains(name, "\\") {
+		return "", fmt.Errorf("invalid object name %q", name)
+	}
+	return filepath.Join(s.root, filepath.FromSlash(name)), nil
+}
+
+func translate(op, name string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s %s: %w", op, name, repo.ErrNotFound)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%s %s: disk full: %w", op, name, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
+}
+
+// Put implements repo.Store.
+func (s *Store) Put(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return translate("put", name, err)
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return translate("put", name, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return translate("put", name, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return translate("put", name, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		_ = os.Remove(tmp)
+		return translate("put", name, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Get implements repo.Store.
+func (s *Store) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, translate("get", name, err)
+	}
+	defer f.Close()
+	if length < 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, translate("get", name, err)
+		}
+		length = fi.Size() - off
+		if length < 0 {
+			return nil, fmt.Errorf("get %s: offset %d beyond size %d", name, off, fi.Size())
+		}
+	}
+	buf := make([]byte, length)
+	n, err := f.ReadAt(buf, off)
+	if err != nil && !(errors.Is(err, io.EOF) && int64(n) == length) {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("get %s: range %d+%d beyond end of object (read %d)", name, off, length, n)
+		}
+		return nil, translate("get", name, err)
+	}
+	return buf, nil
+}
+
+// Stat implements repo.Store.
+func (s *Store) Stat(ctx context.Context, name string) (repo.ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return repo.ObjectInfo{}, err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return repo.ObjectInfo{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return repo.ObjectInfo{}, translate("stat", name, err)
+	}
+	return repo.ObjectInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// List implements repo.Store.
+func (s *Store) List(ctx context.Context, prefix string, fn func(repo.ObjectInfo) error) error {
+	// Walk from the deepest directory the prefix names, filter the rest.
+	start := s.root
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		start = filepath.Join(s.root, filepath.FromSlash(prefix[:i]))
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil
+		}
+		rel, err := filepath.Rel(s.root, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted while listing
+		}
+		if err != nil {
+			return err
+		}
+		return fn(repo.ObjectInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("list %s in %s: %w", prefix, s.root, err)
+	}
+	return nil
+}
+
+// Delete implements repo.Store.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return translate("delete", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/restic/chunker"
+
+	"github.com/cairn-backup/cairn/chunk"
+)
+
+var fastKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
+
+// memStore is a minimal in-package store so these tests need not import
+// repo/mem (which imports repo).
+type memStore struct{ m map[string][]byte }
+
+func (s *memStore) Put(_ context.Context, n string, d []byte) error {
+	s.m[n] = append([]byte(nil), d...)
+	return nil
+}
+func (s *memStore) Get(_ context.Context, n string, off, l int64) ([]byte, error) {
+	d, ok := s.m[n]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if l < 0 {
+		l = int64(len(d)) - off
+	}
+	if off+l > int64(len(d)) {
+		return nil, errors.New("range")
+	}
+	return append([]byte(nil), d[off:off+l]...), nil
+}
+func (s *memStore) Stat(_ context.Context, n string) (ObjectInfo, error) {
+	d, ok := s.m[n]
+	if !ok {
+		return ObjectInfo{}, ErrNotFound
+	}
+	return ObjectInfo{Name: n, Size: int64(len(d))}, nil
+}
+func (s *memStore) List(_ context.Context, p string, fn func(ObjectInfo) error) error {
+	for n, d := range s.m {
+		if strings.HasPrefix(n, p) {
+			if err := fn(ObjectInfo{Name: n, Size: int64(len(d))}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+func (s *memStore) Delete(_ context.Context, n string) error {
+	if _, ok := s.m[n]; !ok {
+		return ErrNotFound
+	}
+	delete(s.m, n)
+	return nil
+}
+
+func testParams() *chunk.Params {
+	return &chunk.Params{Polynomial: chunker.Pol(0x3DA3358B4DC173), MinSize: 512 << 10, MaxSize: 8 << 20, AverageBits: 20, IDKey: make([]byte, 32)}
+}
+
+func testRepository(t testing.TB) *Repository {
+	t.Helper()
+	r, err := Init(context.Background(), &memStore{m: map[string][]byte{}}, "pw", InitOptions{KDF: fastKDF, Chunker: testParams(), PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestInitOpenPasswords(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{m: map[string][]byte{}}
+	if _, err := Open(ctx, st, "pw"); !errors.Is(err, ErrNoRepository) {
+		t.Fatalf("open empty store: %v, want ErrNoRepository", err)
+	}
+	r, err := Init(ctx, st, "pw", InitOptions{KDF: fastKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(ctx, st, "pw", InitOptions{KDF: fastKDF}); !errors.Is(err, ErrRepositoryExists) {
+		t.Fatalf("second init: %v", err)
+	}
+	if _, err := Open(ctx, st, "wrong"); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	r2, err := Open(ctx, st, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Config().ID != r.Config().ID || r2.Config().Chunker.Polynomial != r.Config().Chunker.Polynomial {
+		t.Fatal("reopened config differs")
+	}
+	// A tampered config is refused as corrupt.
+	st.m["config"][len(st.m["config"])-1] ^= 1
+	if _, err := Open(ctx, st, "pw"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("tampered config: %v, want ErrCorrupt", err)
+	}
+}
+
+func TestBlobSealOpen(t *testing.T) {
+	r := testRepository(t)
+	rnd := rand.New(rand.NewPCG(1, 1))
+	random := make([]byte, 100000)
+	for i := range random {
+		random[i] = byte(rnd.Uint32())
+	}
+	cases := []struct {
+		name  string
+		plain []byte
+	}{
+		{"empty", nil},
+		{"one byte", []byte{7}},
+		{"compressible", bytes.Repeat([]byte("abc"), 100000)},
+		{"random", random},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := r.hasher.Sum(c.plain)
+			sealed := r.sealBlob(nil, DataBlob, id, c.plain)
+			got, err := r.openBlob(DataBlob, id, sealed, len(c.plain))
+			if err != nil || !bytes.Equal(got, c.plain) {
+				t.Fatalf("open: %v", err)
+			}
+			if len(c.plain) > 1000 && c.name == "compressible" && len(sealed) > len(c.plain)/10 {
+				t.Errorf("compressible blob sealed to %d bytes", len(sealed))
+			}
+			// Bound to type and ID: the store cannot swap blobs.
+			if _, err := r.openBlob(TreeBlob, id, sealed, len(c.plain)); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("opened as another type: %v", err)
+			}
+			other := r.hasher.Sum([]byte("other"))
+			if _, err := r.openBlob(DataBlob, other, sealed, len(c.plain)); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("opened under another ID: %v", err)
+			}
+			for _, pos := range []int{0, len(sealed) / 2, len(sealed) - 1} {
+				bad := append([]byte(nil), sealed...)
+				bad[pos] ^= 0x80
+				if _, err := r.openBlob(DataBlob, id, bad, len(c.plain)); !errors.Is(err, ErrCorrupt) {
+					t.Errorf("flipped byte %d accepted: %v", pos, err)
+				}
+			}
+		})
+	}
+}
+
+func TestUploaderPacksAndHeaders(t *testing.T) {
+	ctx := context.Background()
+	r := testRepository(t)
+	rnd := rand.New(rand.NewPCG(2, 2))
+	want := map[chunk.ID][]byte{}
+	stats, packs, err := r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+		for i := range 40 {
+			b := make([]byte, 50000+i)
+			for j := range b {
+				b[j] = byte(rnd.Uint32())
+			}
+			id := r.hasher.Sum(b)
+			want[id] = b
+			if _, err := up.Add(ctx, DataBlob, id, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Blobs != 40 || len(packs) < 2 {
+		t.Fatalf("stats %+v, %d packs; want 40 blobs in 2+ packs of 1 MiB", stats, len(packs))
+	}
+	names, err := r.ListIndexNames(ctx)
+	if err != nil || len(names) != 1 {
+		t.Fatalf("index objects: %v %v", names, err)
+	}
+	fromIndex, err := r.ReadIndex(ctx, names[0].Name)
+	if err != nil || len(fromIndex) != len(packs) {
+		t.Fatalf("read index: %d packs, %v", len(fromIndex), err)
+	}
+	seen := 0
+	for _, p := range packs {
+		hdr, err := r.ReadPackHeader(ctx, p.ID, p.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hdr) != len(p.Blobs) {
+			t.Fatalf("pack %s header has %d blobs, info %d", p.ID.Short(), len(hdr), len(p.Blobs))
+		}
+		if _, err := r.ReadPack(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		err = r.ReadBlobs(ctx, p.ID, hdr, func(e BlobEntry, plain []byte) error {
+			if !bytes.Equal(plain, want[e.ID]) {
+				t.Errorf("blob %s differs", e.ID.Short())
+			}
+			seen++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if seen != 40 {
+		t.Fatalf("read back %d blobs", seen)
+	}
+}
+
+// failingStore fails every pack upload.
+type failingStore struct{ *memStore }
+
+var errBoom = errors.New("boom")
+
+func (f failingStore) Put(ctx context.Context, n string, d []byte) error {
+	if strings.HasPrefix(n, "data/") {
+		return errBoom
+	}
+	return f.memStore.Put(ctx, n, d)
+}
+
+func TestUploaderFailureWritesNoIndex(t *testing.T) {
+	ctx := context.Background()
+	ms := &memStore{m: map[string][]byte{}}
+	r, err := Init(ctx, ms, "pw", InitOptions{KDF: fastKDF, Chunker: testParams(), PackSize: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.store = failingStore{ms}
+	_, _, err = r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+		for i := range 100 {
+			b := bytes.Repeat([]byte{byte(i)}, 70000)
+			if _, err := up.Add(ctx, DataBlob, r.hasher.Sum(b), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("upload failure: %v, want the store's error", err)
+	}
+	for n := range ms.m {
+		if strings.HasPrefix(n, "index/") || strings.HasPrefix(n, "data/") {
+			t.Errorf("%s written despite the failure", n)
+		}
+	}
+}
+
+func TestTreeDecodeRejectsHostileNames(t *testing.T) {
+	for _, name := range []string{"", ".", "..", "a/b", "/abs", "nul\x00"} {
+		tr := Tree{Nodes: []Node{{Name: name, Type: NodeFifo}}}
+		if _, err := DecodeTree(tr.Encode()); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("name %q accepted: %v", name, err)
+		}
+	}
+	dup := Tree{Nodes: []Node{{Name: "a", Type: NodeFifo}, {Name: "a", Type: NodeFifo}}}
+	if _, err := DecodeTree(dup.Encode()); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("duplicate names accepted: %v", err)
+	}
+	unsorted := Tree{Nodes: []Node{{Name: "b", Type: NodeFifo}, {Name: "a", Type: NodeFifo}}}
+	if _, err := DecodeTree(unsorted.Encode()); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("unsorted names accepted: %v", err)
+	}
+}

@@ -1,0 +1,255 @@
+package scheduler
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/restic/chunker"
+
+	"github.com/cairn-backup/cairn/agent"
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/mem"
+)
+
+func TestBackoff(t *testing.T) {
+	cases := []struct {
+		every    time.Duration
+		failures int
+		want     time.Duration
+	}{
+		{time.Hour, 1, 6 * time.Minute},
+		{time.Hour, 2, 12 * time.Minute},
+		{time.Hour, 4, 48 * time.Minute},
+		{time.Hour, 5, time.Hour}, // never longer than the interval
+		{time.Hour, 50, time.Hour},
+		{time.Second, 1, time.Second}, // never under a second
+		{10 * time.Second, 3, 4 * time.Second},
+	}
+	for _, c := range cases {
+		if got := backoff(c.every, c.failures); got != c.want {
+			t.Errorf("backoff(%s, %d) = %s, want %s", c.every, c.failures, got, c.want)
+		}
+	}
+}
+
+func TestTimerHeapOrder(t *testing.T) {
+	var h timerHeap
+	base := time.Unix(1000, 0)
+	for _, s := range []int{5, 1, 4, 2, 3} {
+		h.push(base.Add(time.Duration(s)*time.Second), "n", fmt.Sprint(s))
+	}
+	var got []string
+	for h.Len() > 0 {
+		got = append(got, heap.Pop(&h).(timerItem).path)
+	}
+	if fmt.Sprint(got) != "[1 2 3 4 5]" {
+		t.Errorf("order %v, want earliest first", got)
+	}
+}
+
+// fakeClock is an injected clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type testEnv struct {
+	c     *Coordinator
+	clock *fakeClock
+	srv   *httptest.Server
+	node  *agent.Client
+	src   string
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	ctx := context.Background()
+	params := &chunk.Params{Polynomial: chunker.Pol(0x3DA3358B4DC173), MinSize: 512 << 10, MaxSize: 8 << 20, AverageBits: 20, IDKey: make([]byte, 32)}
+	r, err := repo.Init(ctx, mem.New(), "pw", repo.InitOptions{KDF: repo.KDFParams{Time: 1, Memory: 64, Threads: 1}, Chunker: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	c, err := Open(ctx, Config{Repo: r, StateDir: t.TempDir(), AdminToken: "admin", Lease: time.Minute, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("some file content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := agent.NewClient(srv.URL, "admin", "", time.Minute)
+	var reg RegisterResponse
+	if err := admin.Do(ctx, http.MethodPost, "/v1/nodes", RegisterRequest{Name: "n1", Addr: "127.0.0.1:1", Paths: []PathSpec{{Path: src, Every: Duration(time.Hour)}}}, &reg); err != nil {
+		t.Fatal(err)
+	}
+	node, _ := agent.NewClient(srv.URL, reg.Token, "", time.Minute)
+	return &testEnv{c: c, clock: clock, srv: srv, node: node, src: src}
+}
+
+func (e *testEnv) backup(t *testing.T) *repo.Snapshot {
+	t.Helper()
+	sn, err := agent.BackupRemote(context.Background(), e.c.cfg.Repo, e.node, agent.BackupOptions{Node: "n1", Path: e.src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
+
+func TestRemoteBackupCommitsThroughTheCoordinator(t *testing.T) {
+	e := newTestEnv(t)
+	first := e.backup(t)
+	second := e.backup(t)
+	if second.Parent != first.ID {
+		t.Errorf("second snapshot's parent %q, want %q", second.Parent, first.ID)
+	}
+	if second.Summary.StoredAdded > 1024 {
+		t.Errorf("unchanged second backup stored %d bytes", second.Summary.StoredAdded)
+	}
+	sns, _ := e.c.local.Index.Snapshots()
+	if len(sns) != 2 {
+		t.Fatalf("catalog has %d snapshots", len(sns))
+	}
+}
+
+// forgeCommit opens a session and commits a tree that references a data
+// chunk the repository holds but the session was never told about.
+func forgeCommit(t *testing.T, e *testEnv, lookupFirst bool) error {
+	ctx := context.Background()
+	prior := e.backup(t) // stores the chunk of file f
+	tree, err := agent.LoadTree(ctx, e.c.cfg.Repo, e.c.local.Index, prior.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen := tree.Nodes[0].Content[0]
+	// A different path's session: no parent to inherit the chunk from.
+	other := t.TempDir()
+	admin, _ := agent.NewClient(e.srv.URL, "admin", "", time.Minute)
+	if err := admin.Do(ctx, http.MethodPost, "/v1/nodes", RegisterRequest{Name: "n1", Paths: []PathSpec{{Path: other, Every: Duration(time.Hour)}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s, err := agent.OpenSession(ctx, e.node, "n1", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(false)
+	if lookupFirst {
+		var resp agent.LookupResponse
+		if err := e.node.Do(ctx, http.MethodPost, "/v1/sessions/"+s.Info.ID+"/lookup", agent.LookupRequest{Blobs: []agent.BlobRef{{Type: repo.DataBlob, ID: stolen}}}, &resp); err != nil || resp.Found[0] == nil {
+			t.Fatalf("lookup: %v %+v", err, resp)
+		}
+	}
+	forged := repo.Tree{Nodes: []repo.Node{{Name: "x", Type: repo.NodeFile, Mode: 0o644, Size: tree.Nodes[0].Size, Content: []chunk.ID{stolen}}}}
+	enc := forged.Encode()
+	id := e.c.cfg.Repo.Hasher().Sum(enc)
+	_, packs, err := e.c.cfg.Repo.WithUploader(ctx, repo.UploadOptions{}, func(ctx context.Context, up *repo.Uploader) error {
+		_, err := up.Add(ctx, repo.TreeBlob, id, enc)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.node.Do(ctx, http.MethodPost, "/v1/sessions/"+s.Info.ID+"/packs", agent.RegisterPacksRequest{Packs: packs}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Commit(ctx, &repo.Snapshot{Time: e.clock.Now(), Node: "n1", Path: other, Tree: id})
+	return err
+}
+
+func TestCommitRefusesChunksTheSessionHadNoRightTo(t *testing.T) {
+	e := newTestEnv(t)
+	err := forgeCommit(t, e, false)
+	var ae *agent.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("commit of an unanswered chunk: %v, want 422", err)
+	}
+	// The same chunk, answered as stored in the session, is fine.
+	if err := forgeCommit(t, e, true); err != nil {
+		t.Fatalf("commit of an answered chunk: %v", err)
+	}
+}
+
+func TestExpiredSessionCannotCommit(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	s, err := agent.OpenSession(ctx, e.node, "n1", e.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(false)
+	e.clock.Advance(2 * time.Minute) // past the lease, no renewal
+	_, err = s.Commit(ctx, &repo.Snapshot{Time: e.clock.Now(), Node: "n1", Path: e.src, Tree: chunk.ID{1}})
+	var ae *agent.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusGone {
+		t.Fatalf("commit after the lease: %v, want 410", err)
+	}
+}
+
+func TestGCKeepsWhatAnOpenSessionWasTold(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	first := e.backup(t)
+	tree, _ := agent.LoadTree(ctx, e.c.cfg.Repo, e.c.local.Index, first.Tree)
+	chunkID := tree.Nodes[0].Content[0]
+	s, err := agent.OpenSession(ctx, e.node, "n1", e.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(false)
+	var resp agent.LookupResponse
+	if err := e.node.Do(ctx, http.MethodPost, "/v1/sessions/"+s.Info.ID+"/lookup", agent.LookupRequest{Blobs: []agent.BlobRef{{Type: repo.DataBlob, ID: chunkID}}}, &resp); err != nil || resp.Found[0] == nil {
+		t.Fatalf("lookup: %v", err)
+	}
+	// Forget every snapshot: only the session's answer keeps the chunk.
+	if err := e.c.local.Forget(ctx, []repo.SnapshotID{first.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.GC(ctx, false); err == nil || !errors.Is(err, agent.ErrImplausible) {
+		// With no snapshot left the collection refuses; that protects too.
+		t.Logf("gc: %v", err)
+	}
+	if ok, _ := e.c.local.Index.Has(repo.DataBlob, chunkID); !ok {
+		t.Fatal("chunk answered to an open session was collected")
+	}
+	// With another snapshot alive, gc runs and still keeps the chunk.
+	other := filepath.Join(t.TempDir(), "g")
+	os.WriteFile(other, []byte("unrelated"), 0o644)
+	if _, err := agent.Backup(ctx, e.c.cfg.Repo, e.c.local.Index, agent.BackupOptions{Node: "n2", Path: other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.GC(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	loc, ok, _ := e.c.local.Index.Lookup(repo.DataBlob, chunkID)
+	if !ok {
+		t.Fatal("chunk answered to an open session was collected")
+	}
+	if _, err := e.c.cfg.Repo.ReadBlob(ctx, loc.Pack, loc.Entry); err != nil {
+		t.Fatalf("the kept chunk is unreadable: %v", err)
+	}
+}
