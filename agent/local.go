@@ -16,7 +16,8 @@ type Local struct {
 }
 
 // OpenLocal opens (or creates) the index in dir and brings it up to date
-// with the repository. A missing index is rebuilt from the bucket here.
+// with the repository. A missing or damaged index is rebuilt from the
+// bucket here.
 func OpenLocal(ctx context.Context, r *repo.Repository, dir string) (*Local, index.SyncStats, error) {
 	ix, err := index.Open(dir, r.Config().ID)
 	if err != nil {
@@ -26,6 +27,9 @@ func OpenLocal(ctx context.Context, r *repo.Repository, dir string) (*Local, ind
 	if err != nil {
 		ix.Close()
 		return nil, st, fmt.Errorf("update index from %s: %w", r.Location(), err)
+	}
+	if rerr := ix.Recovered(); rerr != nil {
+		st.Problems = append(st.Problems, fmt.Errorf("%w; moved aside to %s.damaged and rebuilt from the repository", rerr, dir))
 	}
 	return &Local{Repo: r, Index: ix}, st, nil
 }

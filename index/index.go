@@ -38,8 +38,9 @@ type Location struct {
 
 // Index is an open Badger index. It is safe for concurrent use.
 type Index struct {
-	db  *badger.DB
-	dir string
+	db        *badger.DB
+	dir       string
+	recovered error
 
 	// While Sync reloads, packs added by others are remembered so the
 	// reload does not delete them as stale.
@@ -50,10 +51,55 @@ type Index struct {
 
 // Open opens (creating if needed) the index in dir for the repository with
 // the given ID. An index that belongs to another repository is an error.
+//
+// The index is a cache of the repository, so an index Badger cannot open
+// (a crash at the wrong moment) is moved aside to dir+".damaged" and a
+// fresh one is opened, for the caller's Sync to fill from the bucket;
+// Recovered then says why.
 func Open(dir, repoID string) (*Index, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("index folder %s: %w", dir, err)
 	}
+	if err := removeEmptyMemtables(dir); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(dir)
+	var recovered error
+	if err != nil && !errors.Is(err, ErrLocked) {
+		recovered = err
+		aside := dir + ".damaged"
+		if err := os.RemoveAll(aside); err != nil {
+			return nil, fmt.Errorf("%w; and removing an older %s: %w", recovered, aside, err)
+		}
+		if err := os.Rename(dir, aside); err != nil {
+			return nil, fmt.Errorf("%w; and moving it aside: %w", recovered, err)
+		}
+		db, err = openBadger(dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ix := &Index{db: db, dir: dir, recovered: recovered}
+	owner, err := ix.meta("repo")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	switch owner {
+	case "":
+		if err := ix.setMeta("repo", repoID); err != nil {
+			db.Close()
+			return nil, err
+		}
+	case repoID:
+	default:
+		db.Close()
+		return nil, fmt.Errorf("index %s belongs to repository %s, not %s", dir, owner, repoID)
+	}
+	return ix, nil
+}
+
+func openBadger(dir string) (*badger.DB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(nil).
 		WithNumVersionsToKeep(1).
@@ -75,25 +121,30 @@ func Open(dir, repoID string) (*Index, error) {
 		}
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	ix := &Index{db: db, dir: dir}
-	owner, err := ix.meta("repo")
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	switch owner {
-	case "":
-		if err := ix.setMeta("repo", repoID); err != nil {
-			db.Close()
-			return nil, err
-		}
-	case repoID:
-	default:
-		db.Close()
-		return nil, fmt.Errorf("index %s belongs to repository %s, not %s", dir, owner, repoID)
-	}
-	return ix, nil
+	return db, nil
 }
+
+// removeEmptyMemtables deletes zero-length memtable files. A process killed
+// between creating one and sizing it leaves such a file, and Badger then
+// refuses to open (dgraph-io/badger#2207); an empty file holds no data.
+func removeEmptyMemtables(dir string) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	for _, m := range mems {
+		if fi, err := os.Stat(m); err == nil && fi.Size() == 0 {
+			if err := os.Remove(m); err != nil {
+				return fmt.Errorf("index: remove empty memtable: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Recovered returns why the index was found damaged and started afresh at
+// Open, or nil.
+func (ix *Index) Recovered() error { return ix.recovered }
 
 // Dir returns the index folder.
 func (ix *Index) Dir() string { return ix.dir }

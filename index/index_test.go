@@ -3,6 +3,8 @@ package index_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +163,62 @@ func TestOpenErrors(t *testing.T) {
 	ix.Close()
 	if _, err := index.Open(dir, "repo-b"); err == nil || !strings.Contains(err.Error(), "belongs to repository repo-a") {
 		t.Errorf("open for another repository: %v", err)
+	}
+}
+
+// A process killed at the wrong moment leaves an index Badger cannot open.
+// An empty memtable is cleared away keeping the data; anything worse moves
+// the index aside and starts afresh, since the bucket can refill it.
+func TestOpenRecoversFromCrashLeftovers(t *testing.T) {
+	tests := []struct {
+		name      string
+		damage    func(t *testing.T, dir string)
+		keepsData bool
+	}{
+		{"empty memtable", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"garbage manifest", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), []byte("not a manifest"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "ix")
+			ix, err := index.Open(dir, "repo-a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pack := repo.PackInfo{ID: repo.PackID{7}, Size: 100, Blobs: []repo.BlobEntry{{Type: repo.DataBlob, ID: chunk.ID{9}, Length: 50}}}
+			if err := ix.AddPacks([]repo.PackInfo{pack}); err != nil {
+				t.Fatal(err)
+			}
+			ix.Close()
+			tt.damage(t, dir)
+
+			ix, err = index.Open(dir, "repo-a")
+			if err != nil {
+				t.Fatalf("open after damage: %v", err)
+			}
+			defer ix.Close()
+			has, err := ix.Has(repo.DataBlob, chunk.ID{9})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has != tt.keepsData {
+				t.Errorf("blob indexed after reopening: %v, want %v", has, tt.keepsData)
+			}
+			if got := ix.Recovered() != nil; got == tt.keepsData {
+				t.Errorf("Recovered() = %v", ix.Recovered())
+			}
+			_, err = os.Stat(dir + ".damaged")
+			if moved := err == nil; moved == tt.keepsData {
+				t.Errorf("damaged index moved aside: %v, want %v", moved, !tt.keepsData)
+			}
+		})
 	}
 }
