@@ -108,12 +108,15 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 	}
 	r, ix := l.Repo, l.Index
 
-	if _, err := ix.Sync(ctx, r); err != nil {
-		return st, err
-	}
 	// The index objects this run starts from; only these are replaced.
+	// Listed before the sync, so the sync reads every one of them: an
+	// object written between the two would be replaced by an index that
+	// lacks its packs.
 	oldIndex, err := r.ListIndexNames(ctx)
 	if err != nil {
+		return st, err
+	}
+	if _, err := ix.Sync(ctx, r); err != nil {
 		return st, err
 	}
 
@@ -155,6 +158,14 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 	if err := addRoots(marked, roots); err != nil {
 		return st, err
 	}
+	// The packs this run may delete or repack, fixed before Condemn: from
+	// then on sessions register and commit packs nothing here has marked.
+	// Packs indexed later are left alone, as unindexed packs in their
+	// grace period.
+	packs, err := ix.Packs()
+	if err != nil {
+		return st, err
+	}
 	// Late roots go to their own set: marked is read by the caller's
 	// lookups from the moment Condemn is called and must not change.
 	lateMarked := map[blobKey]struct{}{}
@@ -178,10 +189,6 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 		return ok
 	}
 
-	packs, err := ix.Packs()
-	if err != nil {
-		return st, err
-	}
 	plans := map[repo.PackID]*packPlan{}
 	for _, p := range packs {
 		plans[p.ID] = &packPlan{stat: p}
@@ -266,7 +273,10 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 	var repackIndex string
 	if len(repackPacks) > 0 {
 		logf("repacking %d packs", len(repackPacks))
-		upStats, newPacks, err := r.WithUploader(ctx, repo.UploadOptions{Uploaders: opts.Uploaders}, func(ctx context.Context, up *repo.Uploader) error {
+		// New packs are indexed as they land, so lookups and commit checks
+		// find their blobs there before the old packs go.
+		upOpts := repo.UploadOptions{Uploaders: opts.Uploaders, OnPack: func(p repo.PackInfo) error { return ix.AddPacks([]repo.PackInfo{p}) }}
+		upStats, newPacks, err := r.WithUploader(ctx, upOpts, func(ctx context.Context, up *repo.Uploader) error {
 			for _, p := range repackPacks {
 				entries := append([]repo.BlobEntry(nil), p.live...)
 				sort.Slice(entries, func(i, j int) bool { return entries[i].Offset < entries[j].Offset })
