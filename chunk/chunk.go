@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"github.com/restic/chunker"
@@ -110,6 +111,10 @@ func NewHasher(key []byte) (*Hasher, error) {
 	copy(h.key[:], key)
 	return h, nil
 }
+
+// New returns a streaming hash whose Sum(nil) is the ID of what was
+// written to it.
+func (h *Hasher) New() hash.Hash { return blake3.New(IDSize, h.key[:]) }
 
 // Sum returns the ID of data.
 func (h *Hasher) Sum(data []byte) ID {

@@ -105,7 +105,7 @@ func openBadger(dir string) (*badger.DB, error) {
 		WithNumVersionsToKeep(1).
 		// Entries are ~80 bytes; small tables and caches keep a cairn
 		// process lean. The blob table of 1 TiB of unique data is ~1M keys.
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(8 << 20).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithNumMemtables(2).

@@ -1,7 +1,9 @@
 package repo
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -59,26 +61,8 @@ var (
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
-// Buffers for sealed blobs and whole packs are reused: fresh multi-MiB
-// allocations are zeroed and page-faulted on first touch, which measured
-// as the largest cost of writing a pack.
-var (
-	sealedPool sync.Pool
-	packPool   sync.Pool
-)
-
-// getBuf returns an empty buffer of at least capacity n from pool.
-func getBuf(pool *sync.Pool, n int) *[]byte {
-	if v := pool.Get(); v != nil {
-		b := v.(*[]byte)
-		if cap(*b) >= n {
-			*b = (*b)[:0]
-			return b
-		}
-	}
-	b := make([]byte, 0, n)
-	return &b
-}
+// verifyBufSize fits the opened form of any blob.
+const verifyBufSize = MaxBlobSize + 1024
 
 func blobAD(t BlobType, id chunk.ID) []byte {
 	ad := make([]byte, 1+chunk.IDSize)
@@ -89,8 +73,19 @@ func blobAD(t BlobType, id chunk.ID) []byte {
 
 // sealBlob compresses plaintext when that saves at least 1/32 of it, then
 // seals flag||payload with the blob's type and ID as associated data. It
-// appends to dst and returns the result and the plaintext length.
+// appends to dst and returns the result.
 func (r *Repository) sealBlob(dst []byte, t BlobType, id chunk.ID, plaintext []byte) []byte {
+	bp := blobPayload(plaintext)
+	out := r.sealer.seal(dst, *bp, blobAD(t, id))
+	putPayload(bp)
+	return out
+}
+
+// blobPayload returns flag||data: plaintext zstd-compressed when that saves
+// at least 1/32 of it, else as is. Its sealed size is len+Overhead, known
+// before sealing, so the uploader can reserve exactly that much room. Give
+// the buffer back with putPayload.
+func blobPayload(plaintext []byte) *[]byte {
 	bp := bufPool.Get().(*[]byte)
 	buf := append((*bp)[:0], compressZstd)
 	buf = zenc.EncodeAll(plaintext, buf)
@@ -98,10 +93,13 @@ func (r *Repository) sealBlob(dst []byte, t BlobType, id chunk.ID, plaintext []b
 		buf = append(buf[:0], compressNone)
 		buf = append(buf, plaintext...)
 	}
-	out := r.sealer.seal(dst, buf, blobAD(t, id))
-	*bp = buf[:0]
+	*bp = buf
+	return bp
+}
+
+func putPayload(bp *[]byte) {
+	*bp = (*bp)[:0]
 	bufPool.Put(bp)
-	return out
 }
 
 // openBlob authenticates, decrypts and decompresses a sealed blob and checks
@@ -152,26 +150,61 @@ func decodeBlobPayload(inner []byte, rawLen int) ([]byte, error) {
 	return plain, nil
 }
 
-// verifyBlob checks a sealed blob like openBlob, decrypting into a pooled
-// buffer instead of allocating one per blob.
-func (r *Repository) verifyBlob(e BlobEntry, sealed []byte) error {
-	bp := getBuf(&sealedPool, len(sealed))
-	defer sealedPool.Put(bp)
-	inner, err := r.sealer.open((*bp)[:0], sealed, blobAD(e.Type, e.ID))
+// scratch holds an uploader's reusable state for verifying blobs: a
+// buffer to decrypt into and a streaming decompressor, which hashes a blob
+// without ever holding its plaintext.
+type scratch struct {
+	opened []byte
+	dec    *zstd.Decoder
+}
+
+func (sc *scratch) close() {
+	if sc.dec != nil {
+		sc.dec.Close()
+	}
+}
+
+// verifyBlob checks a sealed blob like openBlob, with sc's buffers
+// instead of allocations per blob.
+func (r *Repository) verifyBlob(e BlobEntry, sealed []byte, sc *scratch) error {
+	if len(sealed) > verifyBufSize+Overhead {
+		return fmt.Errorf("%s blob %s: %d sealed bytes: %w", e.Type, e.ID.Short(), len(sealed), ErrCorrupt)
+	}
+	inner, err := r.sealer.open(sc.opened[:0], sealed, blobAD(e.Type, e.ID))
 	if err != nil {
 		return fmt.Errorf("%s blob %s: %w", e.Type, e.ID.Short(), err)
 	}
-	*bp = inner
-	plain := inner
-	if len(inner) > 0 && inner[0] == compressNone {
-		plain = inner[1:]
-		if len(plain) != int(e.RawLength) {
-			return fmt.Errorf("%s blob %s: %d bytes, want %d: %w", e.Type, e.ID.Short(), len(plain), e.RawLength, ErrCorrupt)
+	sc.opened = inner
+	h := r.hasher.New()
+	var n int64
+	switch {
+	case len(inner) == 0:
+		return fmt.Errorf("%s blob %s: empty payload: %w", e.Type, e.ID.Short(), ErrCorrupt)
+	case inner[0] == compressNone:
+		h.Write(inner[1:])
+		n = int64(len(inner) - 1)
+	case inner[0] == compressZstd:
+		if sc.dec == nil {
+			if sc.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+				zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecoderMaxWindow(MaxBlobSize)); err != nil {
+				return err
+			}
 		}
-	} else if plain, err = decodeBlobPayload(inner, int(e.RawLength)); err != nil {
-		return fmt.Errorf("%s blob %s: %w", e.Type, e.ID.Short(), err)
+		if err = sc.dec.Reset(bytes.NewReader(inner[1:])); err == nil {
+			n, err = io.Copy(h, io.LimitReader(sc.dec, int64(e.RawLength)+1))
+		}
+		if err != nil {
+			return fmt.Errorf("%s blob %s: decompress: %v: %w", e.Type, e.ID.Short(), err, ErrCorrupt)
+		}
+	default:
+		return fmt.Errorf("%s blob %s: unknown compression %d: %w", e.Type, e.ID.Short(), inner[0], ErrCorrupt)
 	}
-	if got := r.hasher.Sum(plain); got != e.ID {
+	if n != int64(e.RawLength) {
+		return fmt.Errorf("%s blob %s: %d bytes, want %d: %w", e.Type, e.ID.Short(), n, e.RawLength, ErrCorrupt)
+	}
+	var got chunk.ID
+	h.Sum(got[:0])
+	if got != e.ID {
 		return fmt.Errorf("%s blob %s: content hashes to %s: %w", e.Type, e.ID.Short(), got.Short(), ErrCorrupt)
 	}
 	return nil

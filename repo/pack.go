@@ -66,11 +66,12 @@ const (
 	MaxPackSize = 1 << 30
 )
 
-type sealedBlob struct {
-	t      BlobType
-	id     chunk.ID
-	sealed *[]byte // from sealedPool
-	rawLen int
+// packedBlob is a sealed blob in an open pack's arena.
+type packedBlob struct {
+	t        BlobType
+	id       chunk.ID
+	off, len int // in the arena
+	rawLen   int
 }
 
 // encodePackHeader encodes the table of contents; offsets are implied by
@@ -124,47 +125,45 @@ func DecodePackHeader(plain []byte, dataLen int64) ([]BlobEntry, error) {
 	return blobs, nil
 }
 
-// assemblePack shuffles blobs, lays them out, verifies every one by opening
-// it again (so a compressor or memory fault cannot poison dedup forever),
-// and appends the sealed table of contents. The sealed blob buffers go back
-// to their pool; the caller returns the pack buffer to packPool when done.
-func (r *Repository) assemblePack(blobs []sealedBlob) (PackInfo, *[]byte, error) {
-	defer func() {
-		for _, b := range blobs {
-			sealedPool.Put(b.sealed)
-		}
-	}()
+// assemblePack lays the arena's blobs out in a shuffled order into
+// dst[:0], verifies every one by opening it again (so a compressor or
+// memory fault cannot poison dedup forever), and appends the sealed table
+// of contents. It returns the pack, which reuses dst when that is large
+// enough. done is called once the arena is no longer needed.
+func (r *Repository) assemblePack(arena []byte, blobs []packedBlob, dst []byte, sc *scratch, done func()) (PackInfo, []byte, error) {
 	if err := shuffle(blobs); err != nil {
-		return PackInfo{}, nil, err
+		done()
+		return PackInfo{}, dst, err
 	}
 	size := 0
 	for _, b := range blobs {
-		size += len(*b.sealed)
+		size += b.len
 	}
-	bp := getBuf(&packPool, size+len(blobs)*48+Overhead+trailerSize+64)
-	buf := *bp
+	buf := dst[:0]
+	if need := size + len(blobs)*48 + Overhead + trailerSize + 64; cap(buf) < need {
+		buf = make([]byte, 0, need)
+	}
 	entries := make([]BlobEntry, len(blobs))
 	for i, b := range blobs {
-		entries[i] = BlobEntry{Type: b.t, ID: b.id, Offset: uint32(len(buf)), Length: uint32(len(*b.sealed)), RawLength: uint32(b.rawLen)}
-		buf = append(buf, *b.sealed...)
+		entries[i] = BlobEntry{Type: b.t, ID: b.id, Offset: uint32(len(buf)), Length: uint32(b.len), RawLength: uint32(b.rawLen)}
+		buf = append(buf, arena[b.off:b.off+b.len]...)
 	}
+	done()
 	for _, e := range entries {
-		if err := r.verifyBlob(e, buf[e.Offset:e.Offset+e.Length]); err != nil {
-			packPool.Put(bp)
-			return PackInfo{}, nil, fmt.Errorf("verify blob before upload: %w", err)
+		if err := r.verifyBlob(e, buf[e.Offset:e.Offset+e.Length], sc); err != nil {
+			return PackInfo{}, buf, fmt.Errorf("verify blob before upload: %w", err)
 		}
 	}
 	hdrStart := len(buf)
 	buf = r.sealer.seal(buf, encodePackHeader(entries), []byte(packHeaderAD))
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(buf)-hdrStart))
-	*bp = buf
 	id := PackID(blake3.Sum256(buf))
-	return PackInfo{ID: id, Size: int64(len(buf)), Blobs: entries}, bp, nil
+	return PackInfo{ID: id, Size: int64(len(buf)), Blobs: entries}, buf, nil
 }
 
 // shuffle permutes blobs with a cryptographic source, so the order of
 // blobs in a pack says nothing about the order of data in files.
-func shuffle(blobs []sealedBlob) error {
+func shuffle(blobs []packedBlob) error {
 	for i := len(blobs) - 1; i > 0; i-- {
 		j, err := rand.Int(rand.Reader, big.NewInt(int64(i+1)))
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/restic/chunker"
@@ -16,14 +17,21 @@ import (
 var fastKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
 
 // memStore is a minimal in-package store so these tests need not import
-// repo/mem (which imports repo).
-type memStore struct{ m map[string][]byte }
+// repo/mem (which imports repo). Uploaders put packs concurrently.
+type memStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
 
 func (s *memStore) Put(_ context.Context, n string, d []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.m[n] = append([]byte(nil), d...)
 	return nil
 }
 func (s *memStore) Get(_ context.Context, n string, off, l int64) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	d, ok := s.m[n]
 	if !ok {
 		return nil, ErrNotFound
@@ -37,6 +45,8 @@ func (s *memStore) Get(_ context.Context, n string, off, l int64) ([]byte, error
 	return append([]byte(nil), d[off:off+l]...), nil
 }
 func (s *memStore) Stat(_ context.Context, n string) (ObjectInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	d, ok := s.m[n]
 	if !ok {
 		return ObjectInfo{}, ErrNotFound
@@ -44,16 +54,24 @@ func (s *memStore) Stat(_ context.Context, n string) (ObjectInfo, error) {
 	return ObjectInfo{Name: n, Size: int64(len(d))}, nil
 }
 func (s *memStore) List(_ context.Context, p string, fn func(ObjectInfo) error) error {
+	s.mu.Lock()
+	var found []ObjectInfo
 	for n, d := range s.m {
 		if strings.HasPrefix(n, p) {
-			if err := fn(ObjectInfo{Name: n, Size: int64(len(d))}); err != nil {
-				return err
-			}
+			found = append(found, ObjectInfo{Name: n, Size: int64(len(d))})
+		}
+	}
+	s.mu.Unlock()
+	for _, oi := range found {
+		if err := fn(oi); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 func (s *memStore) Delete(_ context.Context, n string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, ok := s.m[n]; !ok {
 		return ErrNotFound
 	}

@@ -71,7 +71,7 @@ its own file, so a tar of unchanged data adds almost nothing.`,
 	fl.StringArrayVar(&f.tags, "tag", nil, "tag the snapshot; repeatable")
 	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON")
 	fl.BoolVar(&f.noParent, "no-parent", false, "do not compare with the previous snapshot (read everything)")
-	fl.IntVar(&f.uploaders, "uploaders", 0, "packs uploaded at once (default 2)")
+	fl.IntVar(&f.uploaders, "uploaders", 0, "packs uploaded at once (default 1 to a local folder, 2 to S3)")
 	fl.IntVar(&f.keep, "keep", -1, "keep this many snapshots of the node and path, forget older (0: keep all; default: the repository's)")
 	fl.BoolVar(&f.noGC, "no-gc", false, "do not collect garbage after retention")
 	fl.BoolVar(&f.stdinTar, "stdin-tar", false, "read a tar stream (plain, gzip or zstd) from standard input")
