@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/bench"
+	"github.com/cairn-backup/cairn/repo/storetest"
 )
 
 func TestGenerateAndMutateAreDeterministic(t *testing.T) {
@@ -34,7 +35,8 @@ func TestGenerateAndMutateAreDeterministic(t *testing.T) {
 }
 
 // TestQuickRun is the harness's quick mode inside `make test`, so it never
-// rots: a small tree, one repetition, cairn and any peer on PATH.
+// rots: a small tree, one repetition, cairn and any peer on PATH, on local
+// folders and on the test MinIO.
 func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "cairn")
@@ -42,9 +44,12 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	tools := append([]bench.Tool{bench.Cairn{Bin: bin}}, bench.FindPeers()...)
+	s3cfg := storetest.MinIOConfig(t)
+	targets := []bench.Target{bench.LocalTarget, {Name: "minio", S3: &bench.S3Endpoint{
+		Endpoint: s3cfg.Endpoint, Bucket: s3cfg.Bucket, AccessKey: s3cfg.AccessKey, SecretKey: s3cfg.SecretKey}}}
 	spec := bench.Spec{Files: 200, Seed: 1, LargeEvery: 100, LargeSize: 1 << 20, Compressible: 0.5}
 	ms, err := bench.Run(context.Background(), bench.Options{
-		Tools: tools, Reps: 1, Work: filepath.Join(dir, "work"), Dedup: true,
+		Tools: tools, Reps: 1, Work: filepath.Join(dir, "work"), Dedup: true, Targets: targets,
 		Data: func(d string) error { _, err := bench.Generate(d, spec); return err },
 		Next: func(d string, i int) error {
 			_, err := bench.Mutate(d, bench.Change{Fraction: 0.05, Seed: uint64(i)})
@@ -55,12 +60,19 @@ func TestQuickRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	stats := bench.Summarise(ms)
-	if len(stats) != len(bench.Scenarios)*len(tools) {
-		t.Fatalf("%d summaries for %d tools", len(stats), len(tools))
+	if len(stats) != len(bench.Scenarios)*len(tools)*len(targets) {
+		t.Fatalf("%d summaries for %d tools on %d targets", len(stats), len(tools), len(targets))
 	}
 	for _, s := range stats {
 		if s.WallMed <= 0 || s.MaxRSS <= 0 || s.Stored <= 0 {
-			t.Errorf("%s %s: empty figures %+v", s.Tool, s.Scenario, s)
+			t.Errorf("%s %s on %s: empty figures %+v", s.Tool, s.Scenario, s.Target, s)
+		}
+		// Every scenario talks to the store; backups send data.
+		if onS3 := s.Target == "minio"; onS3 != (s.Requests > 0) {
+			t.Errorf("%s %s on %s: %d store requests counted", s.Tool, s.Scenario, s.Target, s.Requests)
+		}
+		if s.Target == "minio" && s.Scenario == bench.ScInitial && s.Sent < s.Stored {
+			t.Errorf("%s initial backup on minio: %d bytes sent, %d stored", s.Tool, s.Sent, s.Stored)
 		}
 	}
 	rep := &bench.Report{Title: "quick", Data: "test", Measures: ms, Stats: stats}

@@ -13,6 +13,7 @@ import (
 
 // Stat summarises the repetitions of one tool on one scenario.
 type Stat struct {
+	Target    string        `json:"target"`
 	Tool      string        `json:"tool"`
 	Scenario  string        `json:"scenario"`
 	Reps      int           `json:"reps"`
@@ -24,24 +25,28 @@ type Stat struct {
 	ReadBytes int64         `json:"read_bytes_median"`
 	Stored    int64         `json:"stored_bytes_median"`
 	Input     int64         `json:"input_bytes,omitempty"`
+	Requests  int64         `json:"store_requests_median"`
+	Sent      int64         `json:"bytes_sent_to_store_median"`
+	Received  int64         `json:"bytes_received_from_store_median"`
 }
 
-// Summarise groups measures by tool and scenario.
+// Summarise groups measures by target, tool and scenario.
 func Summarise(ms []Measure) []Stat {
-	groups := map[[2]string][]Measure{}
+	groups := map[[3]string][]Measure{}
 	for _, m := range ms {
-		k := [2]string{m.Tool, m.Scenario}
+		k := [3]string{m.Target, m.Tool, m.Scenario}
 		groups[k] = append(groups[k], m)
 	}
 	var out []Stat
 	for k, g := range groups {
-		st := Stat{Tool: k[0], Scenario: k[1], Reps: len(g)}
+		st := Stat{Target: k[0], Tool: k[1], Scenario: k[2], Reps: len(g)}
 		walls := make([]time.Duration, len(g))
 		cpus := make([]time.Duration, len(g))
-		reads := make([]int64, len(g))
-		stored := make([]int64, len(g))
+		var reads, stored, reqs, sent, recv []int64
 		for i, m := range g {
-			walls[i], cpus[i], reads[i], stored[i] = m.Wall, m.CPU, m.ReadBytes, m.Stored
+			walls[i], cpus[i] = m.Wall, m.CPU
+			reads, stored = append(reads, m.ReadBytes), append(stored, m.Stored)
+			reqs, sent, recv = append(reqs, m.Requests), append(sent, m.Sent), append(recv, m.Received)
 			st.MaxRSS = max(st.MaxRSS, m.MaxRSS)
 			st.Input = m.Input
 		}
@@ -49,6 +54,7 @@ func Summarise(ms []Measure) []Stat {
 		st.WallMed, st.WallMin, st.WallMax = median(walls), walls[0], walls[len(walls)-1]
 		st.CPUMed = median(cpus)
 		st.ReadBytes, st.Stored = median(reads), median(stored)
+		st.Requests, st.Sent, st.Received = median(reqs), median(sent), median(recv)
 		out = append(out, st)
 	}
 	order := map[string]int{}
@@ -56,6 +62,9 @@ func Summarise(ms []Measure) []Stat {
 		order[s] = i
 	}
 	sort.Slice(out, func(i, j int) bool {
+		if out[i].Target != out[j].Target {
+			return out[i].Target < out[j].Target
+		}
 		if out[i].Scenario != out[j].Scenario {
 			return order[out[i].Scenario] < order[out[j].Scenario]
 		}
@@ -94,44 +103,72 @@ type Report struct {
 	Stats    []Stat    `json:"stats"`
 }
 
-// Markdown writes the report as tables: one row per scenario and tool,
-// and for every peer the figures as cairn/peer (below 1: cairn is better).
+// Markdown writes the report as tables, one set per target: one row per
+// scenario and tool, and for every peer the figures as cairn/peer (below
+// 1: cairn is better).
 func (r *Report) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "# %s\n\n%s\n\n", r.Title, r.Data)
-	fmt.Fprintln(w, "| scenario | tool | wall median (min–max) | CPU | peak RSS | read from disk | stored |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
-	for _, s := range r.Stats {
-		stored := mib(s.Stored)
-		if s.Input > 0 {
-			stored = fmt.Sprintf("%s of %s input (%.1fx)", mib(s.Stored), mib(s.Input), float64(s.Input)/float64(max(s.Stored, 1)))
-		}
-		fmt.Fprintf(w, "| %s | %s | %s (%s–%s) | %s | %s | %s | %s |\n", s.Scenario, s.Tool, dur(s.WallMed), dur(s.WallMin), dur(s.WallMax),
-			dur(s.CPUMed), mib(s.MaxRSS), mib(s.ReadBytes), stored)
-	}
-	byKey := map[[2]string]Stat{}
-	var peers []string
-	seen := map[string]bool{}
-	for _, s := range r.Stats {
-		byKey[[2]string{s.Tool, s.Scenario}] = s
-		if s.Tool != "cairn" && !seen[s.Tool] {
-			seen[s.Tool] = true
-			peers = append(peers, s.Tool)
-		}
-	}
-	for _, p := range peers {
-		fmt.Fprintf(w, "\n**cairn / %s** (below 1.00: cairn is faster, leaner or smaller)\n\n", p)
-		fmt.Fprintln(w, "| scenario | wall | CPU | peak RSS | stored |")
-		fmt.Fprintln(w, "|---|---|---|---|---|")
-		for _, sc := range Scenarios {
-			c, ok1 := byKey[[2]string{"cairn", sc}]
-			q, ok2 := byKey[[2]string{p, sc}]
-			if !ok1 || !ok2 {
+	fmt.Fprintf(w, "# %s\n\n%s\n", r.Title, r.Data)
+	for _, target := range r.targets() {
+		fmt.Fprintf(w, "\n## Repository: %s\n\n", target)
+		fmt.Fprintln(w, "| scenario | tool | wall median (min–max) | CPU | peak RSS | read from disk | store requests | sent to store | received | stored |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+		for _, s := range r.Stats {
+			if s.Target != target {
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", sc, ratio(float64(c.WallMed), float64(q.WallMed)),
-				ratio(float64(c.CPUMed), float64(q.CPUMed)), ratio(float64(c.MaxRSS), float64(q.MaxRSS)), ratio(float64(c.Stored), float64(q.Stored)))
+			stored := mib(s.Stored)
+			if s.Input > 0 {
+				stored = fmt.Sprintf("%s of %s input (%.1fx)", mib(s.Stored), mib(s.Input), float64(s.Input)/float64(max(s.Stored, 1)))
+			}
+			reqs, sent, recv := "–", "–", "–"
+			if s.Requests > 0 {
+				reqs, sent, recv = fmt.Sprint(s.Requests), mib(s.Sent), mib(s.Received)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |\n", s.Scenario, s.Tool, dur(s.WallMed), dur(s.WallMin), dur(s.WallMax),
+				dur(s.CPUMed), mib(s.MaxRSS), mib(s.ReadBytes), reqs, sent, recv, stored)
+		}
+		byKey := map[[2]string]Stat{}
+		var peers []string
+		seen := map[string]bool{}
+		for _, s := range r.Stats {
+			if s.Target != target {
+				continue
+			}
+			byKey[[2]string{s.Tool, s.Scenario}] = s
+			if s.Tool != "cairn" && !seen[s.Tool] {
+				seen[s.Tool] = true
+				peers = append(peers, s.Tool)
+			}
+		}
+		for _, p := range peers {
+			fmt.Fprintf(w, "\n**cairn / %s on %s** (below 1.00: cairn is faster, leaner or smaller)\n\n", p, target)
+			fmt.Fprintln(w, "| scenario | wall | CPU | peak RSS | store requests | sent to store | stored |")
+			fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+			for _, sc := range Scenarios {
+				c, ok1 := byKey[[2]string{"cairn", sc}]
+				q, ok2 := byKey[[2]string{p, sc}]
+				if !ok1 || !ok2 {
+					continue
+				}
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", sc, ratio(float64(c.WallMed), float64(q.WallMed)),
+					ratio(float64(c.CPUMed), float64(q.CPUMed)), ratio(float64(c.MaxRSS), float64(q.MaxRSS)),
+					ratio(float64(c.Requests), float64(q.Requests)), ratio(float64(c.Sent), float64(q.Sent)), ratio(float64(c.Stored), float64(q.Stored)))
+			}
 		}
 	}
+}
+
+// targets lists the report's targets in order.
+func (r *Report) targets() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range r.Stats {
+		if !seen[s.Target] {
+			seen[s.Target] = true
+			out = append(out, s.Target)
+		}
+	}
+	return out
 }
 
 func ratio(a, b float64) string {
@@ -146,17 +183,18 @@ func (r *Report) SVG(w io.Writer) {
 	var tools []string
 	seen := map[string]bool{}
 	var maxWall time.Duration
+	series := func(s Stat) string { return s.Tool + " (" + s.Target + ")" }
 	for _, s := range r.Stats {
-		if !seen[s.Tool] {
-			seen[s.Tool] = true
-			tools = append(tools, s.Tool)
+		if !seen[series(s)] {
+			seen[series(s)] = true
+			tools = append(tools, series(s))
 		}
 		if s.Scenario != ScDedup {
 			maxWall = max(maxWall, s.WallMed)
 		}
 	}
 	colors := []string{"#2b6cb0", "#dd6b20", "#38a169", "#805ad5"}
-	const left, barH, gap, width = 190, 14, 10, 460
+	const left, barH, gap, width = 190, 14, 10, 460 // label column, bar, group gap, longest bar
 	var scen []string
 	for _, sc := range Scenarios {
 		if sc != ScDedup {
@@ -164,7 +202,7 @@ func (r *Report) SVG(w io.Writer) {
 		}
 	}
 	height := 40 + len(scen)*(len(tools)*barH+gap) + 30
-	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", left+width+120, height)
+	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", left+width+190, height)
 	fmt.Fprintf(w, `<text x="10" y="18" font-size="13" font-weight="bold">%s: median wall time</text>`+"\n", escape(r.Title))
 	y := 34
 	for _, sc := range scen {
@@ -172,7 +210,7 @@ func (r *Report) SVG(w io.Writer) {
 		for i, tool := range tools {
 			var st *Stat
 			for k := range r.Stats {
-				if r.Stats[k].Tool == tool && r.Stats[k].Scenario == sc {
+				if series(r.Stats[k]) == tool && r.Stats[k].Scenario == sc {
 					st = &r.Stats[k]
 				}
 			}

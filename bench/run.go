@@ -27,6 +27,7 @@ var Scenarios = []string{ScInitial, ScNoChange, ScNext, ScRestore, ScRestoreFile
 
 // Measure is one measured command.
 type Measure struct {
+	Target    string        `json:"target"`
 	Tool      string        `json:"tool"`
 	Scenario  string        `json:"scenario"`
 	Rep       int           `json:"rep"`
@@ -36,6 +37,10 @@ type Measure struct {
 	ReadBytes int64         `json:"read_bytes"` // from disk, by the kernel's count
 	Stored    int64         `json:"stored_bytes"`
 	Input     int64         `json:"input_bytes,omitempty"`
+	// Through the counting proxy, for targets on S3.
+	Requests int64 `json:"store_requests"`
+	Sent     int64 `json:"bytes_sent_to_store"`
+	Received int64 `json:"bytes_received_from_store"`
 }
 
 // Options configure a run.
@@ -46,7 +51,9 @@ type Options struct {
 	// Next turns version i-1 into version i in dir.
 	Next func(dir string, i int) error
 	Reps int
-	Work string // scratch folder
+	// Targets are where repositories live; none means LocalTarget.
+	Targets []Target
+	Work    string // scratch folder
 	// Dedup runs the 10-version scenario (slow on big trees).
 	Dedup bool
 	Log   func(string)
@@ -63,23 +70,43 @@ func Run(ctx context.Context, o Options) ([]Measure, error) {
 			o.Log(fmt.Sprintf(format, a...))
 		}
 	}
+	if len(o.Targets) == 0 {
+		o.Targets = []Target{LocalTarget}
+	}
+	proxies := make([]*storeProxy, len(o.Targets))
+	for i, tg := range o.Targets {
+		if tg.S3 == nil {
+			continue
+		}
+		if err := ensureBucket(ctx, tg.S3); err != nil {
+			return nil, fmt.Errorf("target %s: %w", tg.Name, err)
+		}
+		p, err := startStoreProxy(tg.S3.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		defer p.close()
+		proxies[i] = p
+	}
 	var out []Measure
 	for rep := 0; rep < o.Reps; rep++ {
-		for k := range o.Tools {
-			t := o.Tools[(k+rep)%len(o.Tools)] // rotate who goes first
-			logf("rep %d: %s", rep+1, t.Name())
-			ms, err := runTool(ctx, t, o, rep)
-			if err != nil {
-				return out, fmt.Errorf("%s: %w", t.Name(), err)
+		for i, tg := range o.Targets {
+			for k := range o.Tools {
+				t := o.Tools[(k+rep)%len(o.Tools)] // rotate who goes first
+				logf("rep %d, %s: %s", rep+1, tg.Name, t.Name())
+				ms, err := runTool(ctx, t, o, rep, tg, proxies[i])
+				if err != nil {
+					return out, fmt.Errorf("%s on %s: %w", t.Name(), tg.Name, err)
+				}
+				out = append(out, ms...)
 			}
-			out = append(out, ms...)
 		}
 	}
 	return out, nil
 }
 
-func runTool(ctx context.Context, t Tool, o Options, rep int) ([]Measure, error) {
-	dir := filepath.Join(o.Work, fmt.Sprintf("%s-%d", t.Name(), rep))
+func runTool(ctx context.Context, t Tool, o Options, rep int, tg Target, proxy *storeProxy) ([]Measure, error) {
+	dir := filepath.Join(o.Work, fmt.Sprintf("%s-%s-%d", t.Name(), tg.Name, rep))
 	os.RemoveAll(dir)
 	defer os.RemoveAll(dir)
 	src := filepath.Join(dir, "src")
@@ -89,19 +116,34 @@ func runTool(ctx context.Context, t Tool, o Options, rep int) ([]Measure, error)
 	if err := o.Data(src); err != nil {
 		return nil, fmt.Errorf("data set: %w", err)
 	}
-	env, err := t.Prepare(dir)
+	loc := Location{Dir: filepath.Join(dir, "repo")}
+	stored := func() (int64, error) { return DirSize(loc.Dir) }
+	if ep := tg.S3; ep != nil {
+		prefix := fmt.Sprintf("%s-%d-%d", t.Name(), rep, time.Now().UnixNano())
+		loc = Location{S3: &S3Location{Endpoint: proxy.addr, Bucket: ep.Bucket, Prefix: prefix, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey}}
+		stored = func() (int64, error) { return prefixSize(ctx, ep, prefix) }
+		defer deletePrefix(context.WithoutCancel(ctx), ep, prefix)
+	}
+	env, err := t.Prepare(dir, loc)
 	if err != nil {
 		return nil, err
 	}
-	repoDir := filepath.Join(dir, "repo")
 	var out []Measure
 	measure := func(sc string, args []string) error {
+		if proxy != nil {
+			proxy.reset()
+		}
 		m, err := run(ctx, t, env, args)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)
 		}
-		m.Tool, m.Scenario, m.Rep = t.Name(), sc, rep
-		m.Stored, _ = DirSize(repoDir)
+		m.Target, m.Tool, m.Scenario, m.Rep = tg.Name, t.Name(), sc, rep
+		if proxy != nil {
+			m.Requests, m.Sent, m.Received = proxy.requests.Load(), proxy.sent.Load(), proxy.received.Load()
+		}
+		if m.Stored, err = stored(); err != nil {
+			return fmt.Errorf("%s: stored bytes: %w", sc, err)
+		}
 		out = append(out, m)
 		return nil
 	}
@@ -141,6 +183,9 @@ func runTool(ctx context.Context, t Tool, o Options, rep int) ([]Measure, error)
 		// after ten versions against the bytes of all ten.
 		input, _ := DirSize(src)
 		var last Measure
+		if proxy != nil {
+			proxy.reset()
+		}
 		for i := 2; i <= 10; i++ {
 			if err := o.Next(src, i); err != nil {
 				return out, err
@@ -154,9 +199,15 @@ func runTool(ctx context.Context, t Tool, o Options, rep int) ([]Measure, error)
 			last.Wall += m.Wall
 			last.CPU += m.CPU
 			last.MaxRSS = max(last.MaxRSS, m.MaxRSS)
+			last.ReadBytes += m.ReadBytes
 		}
-		last.Tool, last.Scenario, last.Rep = t.Name(), ScDedup, rep
-		last.Stored, _ = DirSize(repoDir)
+		last.Target, last.Tool, last.Scenario, last.Rep = tg.Name, t.Name(), ScDedup, rep
+		if proxy != nil {
+			last.Requests, last.Sent, last.Received = proxy.requests.Load(), proxy.sent.Load(), proxy.received.Load()
+		}
+		if last.Stored, err = stored(); err != nil {
+			return out, fmt.Errorf("%s: stored bytes: %w", ScDedup, err)
+		}
 		last.Input = input
 		out = append(out, last)
 	}

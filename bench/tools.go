@@ -11,9 +11,10 @@ import (
 // returned unstarted so the runner can measure them.
 type Tool interface {
 	Name() string
-	// Prepare makes a fresh, empty repository under dir and returns the
+	// Prepare makes a fresh, empty repository at loc (dir is a scratch
+	// folder of the tool's own, for caches and state) and returns the
 	// environment every later command of this repository needs.
-	Prepare(dir string) ([]string, error)
+	Prepare(dir string, loc Location) ([]string, error)
 	Backup(src string) []string
 	Restore(src, dst string) []string
 	RestoreFile(src, rel, dst string) []string
@@ -30,8 +31,14 @@ type Cairn struct{ Bin string }
 func (c Cairn) Name() string   { return "cairn" }
 func (c Cairn) Binary() string { return c.Bin }
 
-func (c Cairn) Prepare(dir string) ([]string, error) {
-	env := []string{"CAIRN_REPO=" + filepath.Join(dir, "repo"), "CAIRN_STATE_DIR=" + filepath.Join(dir, "state"), "CAIRN_PASSWORD=bench"}
+func (c Cairn) Prepare(dir string, loc Location) ([]string, error) {
+	env := []string{"CAIRN_STATE_DIR=" + filepath.Join(dir, "state"), "CAIRN_PASSWORD=bench"}
+	if s := loc.S3; s != nil {
+		env = append(env, fmt.Sprintf("CAIRN_REPO=s3://%s/%s/%s", s.Endpoint, s.Bucket, s.Prefix), "CAIRN_S3_HTTP=1",
+			"AWS_ACCESS_KEY_ID="+s.AccessKey, "AWS_SECRET_ACCESS_KEY="+s.SecretKey)
+	} else {
+		env = append(env, "CAIRN_REPO="+loc.Dir)
+	}
 	out, err := command(c.Bin, env, "init", "-q").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("cairn init: %v: %s", err, out)
@@ -60,9 +67,14 @@ type Restic struct{ Bin string }
 func (r Restic) Name() string   { return "restic" }
 func (r Restic) Binary() string { return r.Bin }
 
-func (r Restic) Prepare(dir string) ([]string, error) {
-	env := []string{"RESTIC_REPOSITORY=" + filepath.Join(dir, "repo"), "RESTIC_PASSWORD=bench",
-		"RESTIC_CACHE_DIR=" + filepath.Join(dir, "cache"), "RESTIC_COMPRESSION=auto"}
+func (r Restic) Prepare(dir string, loc Location) ([]string, error) {
+	env := []string{"RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR=" + filepath.Join(dir, "cache"), "RESTIC_COMPRESSION=auto"}
+	if s := loc.S3; s != nil {
+		env = append(env, fmt.Sprintf("RESTIC_REPOSITORY=s3:http://%s/%s/%s", s.Endpoint, s.Bucket, s.Prefix),
+			"AWS_ACCESS_KEY_ID="+s.AccessKey, "AWS_SECRET_ACCESS_KEY="+s.SecretKey)
+	} else {
+		env = append(env, "RESTIC_REPOSITORY="+loc.Dir)
+	}
 	out, err := command(r.Bin, env, "init", "--repository-version", "2").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("restic init: %v: %s", err, out)
