@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 30s
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: build test test-short lint demo minio bench fuzz clean up down compose-test
+.PHONY: build test test-short lint demo minio bench bench-toolchains fuzz clean up down compose-test
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cairn
@@ -32,10 +32,20 @@ demo: build
 minio:
 	scripts/minio.sh
 
-# Micro and whole-snapshot benchmarks; add BENCH=regexp to narrow.
+# Micro and whole-snapshot benchmarks (go test -bench; BENCH=regexp
+# narrows), then `cairn bench` side by side with restic when installed, on
+# a synthetic tree, local folders and a MinIO started for the run. The
+# report lands in bench-out/.
 BENCH ?= .
-bench:
+BENCHFLAGS ?= --reps 3
+bench: build
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./chunk ./repo ./agent
+	scripts/with-minio.sh sh -c 'AWS_ACCESS_KEY_ID=$$CAIRN_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$$CAIRN_TEST_S3_SECRET_KEY \
+		$(BIN) bench --s3 "$$CAIRN_TEST_S3_ENDPOINT" --out bench-out $(BENCHFLAGS)'
+
+# The same on ten real Go toolchain releases (fetched once, ~2.6 GB).
+bench-toolchains:
+	scripts/bench-toolchains.sh --out bench-out/toolchains $(BENCHFLAGS)
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz:

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -143,7 +142,8 @@ func Restore(ctx context.Context, r *repo.Repository, ix blobIndex, sn *repo.Sna
 	defer root.Close()
 
 	rs := &restorer{r: r, ix: ix, root: root, opts: opts, owner: owner, stats: &st,
-		plan: restorePlan{byPack: map[repo.PackID][]blobUse{}}, linkSeen: map[devIno]string{}}
+		plan: restorePlan{byPack: map[repo.PackID][]blobUse{}}, linkSeen: map[devIno]string{}, dirs: newDirCache(root)}
+	defer rs.dirs.close()
 	if node == nil { // the snapshot's root: its entries go into Target
 		err = rs.planTree(ctx, "", tree)
 	} else { // a subtree or one file: it goes into Target under its name
@@ -167,6 +167,7 @@ type restorer struct {
 	stats    *RestoreStats
 	plan     restorePlan
 	linkSeen map[devIno]string
+	dirs     *dirCache // for planning and finishing, one goroutine
 }
 
 func (rs *restorer) warn(p string, err error) {
@@ -178,20 +179,18 @@ func (rs *restorer) warn(p string, err error) {
 // clear removes whatever is at rel unless it is a real directory and keep
 // says directories may stay; it never follows a symlink.
 func (rs *restorer) clear(rel string, keepDir bool) error {
-	fi, err := rs.root.Lstat(rel)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	st, exists, err := rs.dirs.lstat(rel)
+	if err != nil || !exists {
 		return err
 	}
-	if fi.IsDir() {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if keepDir {
 			return nil
 		}
+		rs.dirs.forget(rel)
 		return rs.root.RemoveAll(rel)
 	}
-	return rs.root.Remove(rel)
+	return rs.dirs.unlink(rel)
 }
 
 func (rs *restorer) planTree(ctx context.Context, rel string, tree *repo.Tree) error {
@@ -215,7 +214,7 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) erro
 		if err := rs.clear(rel, true); err != nil {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
-		if err := rs.root.Mkdir(rel, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := rs.dirs.mkdir(rel, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
 		sub, err := LoadTree(ctx, rs.r, rs.ix, n.Subtree)
@@ -242,7 +241,7 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) erro
 			}
 			rs.linkSeen[key] = rel
 		}
-		f, err := rs.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := rs.dirs.open(rel, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
@@ -315,7 +314,7 @@ func (rs *restorer) fetchAll(ctx context.Context) error {
 
 func (rs *restorer) fetchPack(ctx context.Context, pid repo.PackID, uses []blobUse) (uint64, error) {
 	sort.Slice(uses, func(i, j int) bool { return uses[i].entry.Offset < uses[j].entry.Offset })
-	fw := &fileWriter{root: rs.root}
+	fw := &fileWriter{dirs: newDirCache(rs.root)}
 	defer fw.close()
 	var blobs uint64
 	for start := 0; start < len(uses); {
@@ -385,15 +384,15 @@ func allZero(b []byte) bool {
 // fileWriter keeps the last file open: consecutive blobs of a pack often
 // belong to the same file.
 type fileWriter struct {
-	root *os.Root
+	dirs *dirCache
 	rel  string
 	f    *os.File
 }
 
 func (w *fileWriter) writeAt(rel string, data []byte, off int64) error {
 	if w.f == nil || w.rel != rel {
-		w.close()
-		f, err := w.root.OpenFile(rel, os.O_WRONLY, 0)
+		w.closeFile()
+		f, err := w.dirs.open(rel, unix.O_WRONLY, 0)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
@@ -405,11 +404,16 @@ func (w *fileWriter) writeAt(rel string, data []byte, off int64) error {
 	return nil
 }
 
-func (w *fileWriter) close() {
+func (w *fileWriter) closeFile() {
 	if w.f != nil {
 		_ = w.f.Close()
 		w.f = nil
 	}
+}
+
+func (w *fileWriter) close() {
+	w.closeFile()
+	w.dirs.close()
 }
 
 func fileMode(m uint32) os.FileMode {
@@ -469,16 +473,11 @@ func (rs *restorer) finish() error {
 // (inside the root) and rel's base name, for the *at system calls os.Root
 // does not wrap.
 func (rs *restorer) withParent(rel string, fn func(dirfd int, name string) error) error {
-	dir, name := path.Split(rel)
-	if dir == "" {
-		dir = "."
-	}
-	d, err := rs.root.Open(dir)
+	dfd, name, err := rs.dirs.parent(rel)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return fn(int(d.Fd()), name)
+	return fn(dfd, name)
 }
 
 func (rs *restorer) mknod(s restoreFile) error {
@@ -502,26 +501,35 @@ func (rs *restorer) mknod(s restoreFile) error {
 }
 
 func (rs *restorer) applyMeta(rel string, n *repo.Node, symlink bool) {
-	if rs.owner {
-		if err := rs.root.Lchown(rel, int(n.UID), int(n.GID)); err != nil {
-			rs.warn(rel, fmt.Errorf("set owner: %w", err))
-		}
-	}
-	mtime := time.Unix(0, n.ModTime)
 	if symlink {
-		err := rs.withParent(rel, func(fd int, name string) error {
-			ts := []unix.Timespec{unix.NsecToTimespec(n.ModTime), unix.NsecToTimespec(n.ModTime)}
-			return unix.UtimesNanoAt(fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
-		})
-		if err != nil {
-			rs.warn(rel, fmt.Errorf("set symlink time: %w", err))
+		if rs.owner {
+			if err := rs.dirs.lchown(rel, int(n.UID), int(n.GID)); err != nil {
+				rs.warn(rel, err)
+			}
+		}
+		if err := rs.dirs.setTimes(rel, n.ModTime); err != nil {
+			rs.warn(rel, fmt.Errorf("symlink: %w", err))
 		}
 		return
 	}
-	if err := rs.root.Chmod(rel, fileMode(n.Mode)); err != nil {
-		rs.warn(rel, fmt.Errorf("set mode: %w", err))
+	if n.Type != repo.NodeFile && n.Type != repo.NodeDir {
+		// FIFOs and devices are never opened (a FIFO would block).
+		if rs.owner {
+			if err := rs.dirs.lchown(rel, int(n.UID), int(n.GID)); err != nil {
+				rs.warn(rel, err)
+			}
+		}
+		if err := rs.withParent(rel, func(fd int, name string) error {
+			return unix.Fchmodat(fd, name, n.Mode&0o7777, 0)
+		}); err != nil {
+			rs.warn(rel, fmt.Errorf("set mode: %w", err))
+		}
+		if err := rs.dirs.setTimes(rel, n.ModTime); err != nil {
+			rs.warn(rel, err)
+		}
+		return
 	}
-	if err := rs.root.Chtimes(rel, mtime, mtime); err != nil {
-		rs.warn(rel, fmt.Errorf("set times: %w", err))
+	for _, err := range rs.dirs.setMeta(rel, n.Type == repo.NodeDir, rs.owner, int(n.UID), int(n.GID), fileMode(n.Mode), n.ModTime) {
+		rs.warn(rel, err)
 	}
 }

@@ -122,6 +122,44 @@ func (r *Repository) openBlob(t BlobType, id chunk.ID, sealed []byte, rawLen int
 	return plain, nil
 }
 
+// openBlobInPlace is openBlob for a sealed blob the caller owns and no
+// longer needs: it decrypts over sealed and decompresses into *scratch
+// (grown as needed), so reading many blobs allocates nothing per blob. The
+// result aliases sealed or *scratch.
+func (r *Repository) openBlobInPlace(t BlobType, id chunk.ID, sealed []byte, rawLen int, scratch *[]byte) ([]byte, error) {
+	if rawLen < 0 || rawLen > MaxBlobSize {
+		return nil, fmt.Errorf("%s blob %s claims %d bytes: %w", t, id.Short(), rawLen, ErrCorrupt)
+	}
+	if len(sealed) < Overhead {
+		return nil, fmt.Errorf("%s blob %s: sealed message of %d bytes is too short: %w", t, id.Short(), len(sealed), ErrCorrupt)
+	}
+	inner, err := r.sealer.open(sealed[nonceSize:nonceSize], sealed, blobAD(t, id))
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
+	}
+	var plain []byte
+	switch {
+	case len(inner) == 0:
+		return nil, fmt.Errorf("%s blob %s: empty payload: %w", t, id.Short(), ErrCorrupt)
+	case inner[0] == compressNone:
+		plain = inner[1:]
+	case inner[0] == compressZstd:
+		if plain, err = zdec.DecodeAll(inner[1:], (*scratch)[:0]); err != nil {
+			return nil, fmt.Errorf("%s blob %s: decompress: %v: %w", t, id.Short(), err, ErrCorrupt)
+		}
+		*scratch = plain
+	default:
+		return nil, fmt.Errorf("%s blob %s: unknown compression %d: %w", t, id.Short(), inner[0], ErrCorrupt)
+	}
+	if len(plain) != rawLen {
+		return nil, fmt.Errorf("%s blob %s: %d bytes, index says %d: %w", t, id.Short(), len(plain), rawLen, ErrCorrupt)
+	}
+	if got := r.hasher.Sum(plain); got != id {
+		return nil, fmt.Errorf("%s blob %s: content hashes to %s: %w", t, id.Short(), got.Short(), ErrCorrupt)
+	}
+	return plain, nil
+}
+
 // decodeBlobPayload undoes the compression of an authenticated blob payload
 // (flag byte, then raw or zstd data) and checks its length.
 func decodeBlobPayload(inner []byte, rawLen int) ([]byte, error) {

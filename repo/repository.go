@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -204,8 +205,9 @@ func (r *Repository) ReadBlob(ctx context.Context, pack PackID, e BlobEntry) ([]
 }
 
 // ReadBlobs reads blobs of one pack with a single range request spanning
-// them (entries sorted by offset) and calls fn with each verified plaintext.
-// A verification failure stops and names the pack.
+// them (entries sorted by offset, none twice) and calls fn with each
+// verified plaintext, which is only valid during the call: buffers are
+// reused. A verification failure stops and names the pack.
 func (r *Repository) ReadBlobs(ctx context.Context, pack PackID, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
 	if len(entries) == 0 {
 		return nil
@@ -213,16 +215,24 @@ func (r *Repository) ReadBlobs(ctx context.Context, pack PackID, entries []BlobE
 	start := int64(entries[0].Offset)
 	last := entries[len(entries)-1]
 	end := int64(last.Offset) + int64(last.Length)
+	if rr, ok := r.store.(RangeReader); ok {
+		return r.streamBlobs(ctx, rr, pack, entries, start, end, fn)
+	}
 	buf, err := r.store.Get(ctx, pack.ObjectName(), start, end-start)
 	if err != nil {
 		return fmt.Errorf("read pack %s: %w", pack, err)
 	}
+	var scratch []byte
+	prevEnd := int64(-1)
 	for _, e := range entries {
 		off := int64(e.Offset) - start
-		if off < 0 || off+int64(e.Length) > int64(len(buf)) {
-			return fmt.Errorf("pack %s: blob entries not sorted by offset", pack)
+		if off < prevEnd || off+int64(e.Length) > int64(len(buf)) {
+			return fmt.Errorf("pack %s: blob entries not sorted by offset or overlapping", pack)
 		}
-		plain, err := r.openBlob(e.Type, e.ID, buf[off:off+int64(e.Length)], int(e.RawLength))
+		prevEnd = off + int64(e.Length)
+		// The range is ours (Get returns a fresh buffer), so blobs are
+		// opened in place.
+		plain, err := r.openBlobInPlace(e.Type, e.ID, buf[off:prevEnd], int(e.RawLength), &scratch)
 		if err != nil {
 			return fmt.Errorf("pack %s: %w", pack, err)
 		}
@@ -231,6 +241,52 @@ func (r *Repository) ReadBlobs(ctx context.Context, pack PackID, entries []BlobE
 		}
 	}
 	return nil
+}
+
+// streamBlobs is ReadBlobs over a stream of the range: one blob is held at
+// a time, and opening blobs overlaps the transfer of the next.
+func (r *Repository) streamBlobs(ctx context.Context, rr RangeReader, pack PackID, entries []BlobEntry, start, end int64, fn func(BlobEntry, []byte) error) error {
+	rc, err := rr.GetReader(ctx, pack.ObjectName(), start, end-start)
+	if err != nil {
+		return fmt.Errorf("read pack %s: %w", pack, err)
+	}
+	defer rc.Close()
+	var sealed, scratch []byte
+	pos := start
+	for _, e := range entries {
+		off := int64(e.Offset)
+		if off < pos {
+			return fmt.Errorf("pack %s: blob entries not sorted by offset or overlapping", pack)
+		}
+		if gap := off - pos; gap > 0 {
+			if _, err := io.CopyN(io.Discard, rc, gap); err != nil {
+				return readErr(pack, off, err)
+			}
+		}
+		if cap(sealed) < int(e.Length) {
+			sealed = make([]byte, e.Length)
+		}
+		sealed = sealed[:e.Length]
+		if _, err := io.ReadFull(rc, sealed); err != nil {
+			return readErr(pack, off, err)
+		}
+		pos = off + int64(e.Length)
+		plain, err := r.openBlobInPlace(e.Type, e.ID, sealed, int(e.RawLength), &scratch)
+		if err != nil {
+			return fmt.Errorf("pack %s: %w", pack, err)
+		}
+		if err := fn(e, plain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readErr(pack PackID, off int64, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("read pack %s: ends before offset %d its index names: %w", pack, off, ErrCorrupt)
+	}
+	return fmt.Errorf("read pack %s: %w", pack, err)
 }
 
 // ReadPackHeader reads a pack's own table of contents: used to rebuild the

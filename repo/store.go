@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -52,7 +53,8 @@ type Store interface {
 	// Put stores data under name.
 	Put(ctx context.Context, name string, data []byte) error
 	// Get returns length bytes of the object from offset off; length < 0
-	// means to the end. A range past the end is an error.
+	// means to the end. A range past the end is an error. The returned
+	// buffer is the caller's: it may be written to.
 	Get(ctx context.Context, name string, off, length int64) ([]byte, error)
 	// Stat returns the object's size and time.
 	Stat(ctx context.Context, name string) (ObjectInfo, error)
@@ -61,6 +63,16 @@ type Store interface {
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
 	// Delete removes the object.
 	Delete(ctx context.Context, name string) error
+}
+
+// RangeReader is implemented by stores that can stream part of an object,
+// so that a reader of many blobs holds one blob at a time instead of the
+// whole range.
+type RangeReader interface {
+	// GetReader returns a reader of length (> 0) bytes of the object from
+	// offset off. An object shorter than that reads short (io.EOF early);
+	// a missing one fails with ErrNotFound, at the call or the first read.
+	GetReader(ctx context.Context, name string, off, length int64) (io.ReadCloser, error)
 }
 
 // Locator is implemented by stores that can say where they are, for error

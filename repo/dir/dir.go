@@ -149,6 +149,27 @@ func (s *Store) Get(ctx context.Context, name string, off, length int64) ([]byte
 	return buf, nil
 }
 
+// GetReader implements repo.RangeReader.
+func (s *Store) GetReader(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, translate("get", name, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, off, length), f}, nil
+}
+
+var _ repo.RangeReader = (*Store)(nil)
+
 // Stat implements repo.Store.
 func (s *Store) Stat(ctx context.Context, name string) (repo.ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {

@@ -2,8 +2,10 @@
 package mem
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +64,27 @@ func (s *Store) Get(ctx context.Context, name string, off, length int64) ([]byte
 	}
 	return append([]byte(nil), o.data[off:off+length]...), nil
 }
+
+// GetReader implements repo.RangeReader, so unit tests take the path the
+// real stores take.
+func (s *Store) GetReader(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	o, ok := s.objects[name]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", name, repo.ErrNotFound)
+	}
+	end := min(off+length, int64(len(o.data)))
+	if off < 0 || off > end {
+		return nil, fmt.Errorf("get %s: range %d+%d beyond size %d", name, off, length, len(o.data))
+	}
+	return io.NopCloser(bytes.NewReader(append([]byte(nil), o.data[off:end]...))), nil
+}
+
+var _ repo.RangeReader = (*Store)(nil)
 
 // Stat implements repo.Store.
 func (s *Store) Stat(ctx context.Context, name string) (repo.ObjectInfo, error) {

@@ -198,6 +198,40 @@ func (s *Store) Get(ctx context.Context, name string, off, length int64) ([]byte
 	return buf, nil
 }
 
+// GetReader implements repo.RangeReader: the range streams from the
+// server as it is read.
+func (s *Store) GetReader(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	opts := minio.GetObjectOptions{}
+	if err := opts.SetRange(off, off+length-1); err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	obj, err := s.client.GetObject(ctx, s.cfg.Bucket, s.key(name), opts)
+	if err != nil {
+		return nil, s.translate("get", name, err)
+	}
+	return &objectReader{obj: obj, s: s, name: name}, nil
+}
+
+var _ repo.RangeReader = (*Store)(nil)
+
+// objectReader translates the errors of a lazily requested object (a
+// missing key shows up at the first read).
+type objectReader struct {
+	obj  *minio.Object
+	s    *Store
+	name string
+}
+
+func (r *objectReader) Read(b []byte) (int, error) {
+	n, err := r.obj.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = r.s.translate("get", r.name, err)
+	}
+	return n, err
+}
+
+func (r *objectReader) Close() error { return r.obj.Close() }
+
 // Stat implements repo.Store.
 func (s *Store) Stat(ctx context.Context, name string) (repo.ObjectInfo, error) {
 	oi, err := s.client.StatObject(ctx, s.cfg.Bucket, s.key(name), minio.StatObjectOptions{})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -76,6 +77,32 @@ func Suite(t *testing.T, newStore func(t *testing.T) repo.Store) {
 				}
 			})
 		}
+		rr, ok := s.(repo.RangeReader)
+		if !ok {
+			return
+		}
+		for _, c := range cases {
+			if c.n <= 0 {
+				continue
+			}
+			t.Run("stream "+c.name, func(t *testing.T) {
+				rc, err := rr.GetReader(ctx, "r", c.off, c.n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rc.Close()
+				got, err := io.ReadAll(rc)
+				if c.wantFail {
+					if err == nil && int64(len(got)) == c.n {
+						t.Fatalf("stream %d+%d past the end read %d bytes", c.off, c.n, len(got))
+					}
+					return
+				}
+				if err != nil || !bytes.Equal(got, c.want) {
+					t.Fatalf("stream %d+%d: %d bytes, %v", c.off, c.n, len(got), err)
+				}
+			})
+		}
 	})
 
 	t.Run("NotFound", func(t *testing.T) {
@@ -85,6 +112,16 @@ func Suite(t *testing.T, newStore func(t *testing.T) repo.Store) {
 		}
 		if _, err := s.Get(ctx, "nope", 5, 10); !errors.Is(err, repo.ErrNotFound) {
 			t.Errorf("range get missing: %v, want ErrNotFound", err)
+		}
+		if rr, ok := s.(repo.RangeReader); ok {
+			rc, err := rr.GetReader(ctx, "nope", 5, 10)
+			if err == nil {
+				_, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			if !errors.Is(err, repo.ErrNotFound) {
+				t.Errorf("stream missing: %v, want ErrNotFound", err)
+			}
 		}
 		if _, err := s.Stat(ctx, "nope"); !errors.Is(err, repo.ErrNotFound) {
 			t.Errorf("stat missing: %v, want ErrNotFound", err)
