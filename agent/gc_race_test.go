@@ -142,3 +142,19 @@ func TestGCKeepsIndexObjectsWrittenWhileStarting(t *testing.T) {
 	}
 	restoresFromScratch(t, hook, pending, src)
 }
+
+// A backup's own index object is known to the index it filled, so the
+// next run's sync reads nothing (it used to re-add every blob).
+func TestSnapshotLeavesNothingForTheNextSync(t *testing.T) {
+	l := newLocal(t, mem.New())
+	src := filepath.Join(t.TempDir(), "src")
+	writeState(t, src, 1)
+	snapshot(t, l, src, nil)
+	st, err := l.Index.Sync(context.Background(), l.Repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.IndexObjects != 0 || st.Reloaded {
+		t.Errorf("sync after a snapshot read %d index objects (reloaded %v), want 0", st.IndexObjects, st.Reloaded)
+	}
+}

@@ -14,3 +14,11 @@ type blobIndex interface {
 }
 
 var _ blobIndex = (*index.Index)(nil)
+
+// indexObjectNoter is a blobIndex that keeps track of which index objects
+// it has read.
+type indexObjectNoter interface {
+	NoteIndexObject(name string) error
+}
+
+var _ indexObjectNoter = (*index.Index)(nil)

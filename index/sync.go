@@ -158,6 +158,15 @@ func (ix *Index) reload(ctx context.Context, r *repo.Repository, objs []repo.Obj
 	return wb.Flush()
 }
 
+// NoteIndexObject records that the index holds everything the index
+// object name lists (its writer added the packs as it uploaded them), so
+// Sync does not read it again.
+func (ix *Index) NoteIndexObject(name string) error {
+	return ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte{pIndexObj}, name...), nil)
+	})
+}
+
 func (ix *Index) loadIndexObject(ctx context.Context, r *repo.Repository, name string, st *SyncStats) ([]repo.PackInfo, error) {
 	packs, err := r.ReadIndex(ctx, name)
 	if err != nil {

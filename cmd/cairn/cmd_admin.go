@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -193,24 +194,106 @@ func newHistoryCmd(a *adminFlags) *cobra.Command {
 }
 
 func newBackupNowCmd(a *adminFlags) *cobra.Command {
-	return &cobra.Command{
+	var wait bool
+	cmd := &cobra.Command{
 		Use:   "backup-now NAME[:PATH]",
 		Short: "Run a node's backups (or one path's) now",
-		Args:  cobra.ExactArgs(1),
+		Long: `Queue a backup of every path of node NAME (or of PATH only). With --wait,
+wait for each queued path's run to end and fail if any failed, like a
+scheduler's "run and wait".`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := a.client(30 * time.Second)
 			if err != nil {
 				return err
 			}
 			node, path, _ := strings.Cut(args[0], ":")
+			var before map[string]scheduler.PathStatus
+			if wait {
+				if before, err = pathStatuses(cmd.Context(), cl); err != nil {
+					return err
+				}
+			}
 			var resp map[string][]string
 			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/backups", scheduler.BackupNowRequest{Node: node, Path: path}, &resp); err != nil {
 				return err
 			}
 			fmt.Printf("queued %s\n", strings.Join(resp["queued"], ", "))
-			return nil
+			if !wait {
+				return nil
+			}
+			return waitForRuns(cmd.Context(), cl, resp["queued"], before)
 		},
 	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the queued backups to end; exit non-zero if one failed")
+	return cmd
+}
+
+// pathStatuses returns every registered path's status, keyed NODE:PATH.
+func pathStatuses(ctx context.Context, cl *agent.Client) (map[string]scheduler.PathStatus, error) {
+	var nodes []scheduler.NodeStatus
+	if err := cl.Do(ctx, http.MethodGet, "/v1/nodes", nil, &nodes); err != nil {
+		return nil, err
+	}
+	out := map[string]scheduler.PathStatus{}
+	for _, n := range nodes {
+		for _, p := range n.Paths {
+			out[n.Name+":"+p.Path] = p
+		}
+	}
+	return out, nil
+}
+
+// waitForRuns polls until each queued path has finished a run it had not
+// finished before (its last run changed and it is not running), then
+// reports each outcome. Only the coordinator's clock is compared.
+func waitForRuns(ctx context.Context, cl *agent.Client, queued []string, before map[string]scheduler.PathStatus) error {
+	pending := map[string]bool{}
+	for _, q := range queued {
+		pending[q] = true
+	}
+	var failed []string
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for len(pending) > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		now, err := pathStatuses(ctx, cl)
+		if err != nil {
+			return err
+		}
+		for q := range pending {
+			st, ok := now[q]
+			if !ok {
+				return fmt.Errorf("%s was unregistered while waiting", q)
+			}
+			if st.Running || !st.LastRun.After(before[q].LastRun) {
+				continue
+			}
+			delete(pending, q)
+			if st.LastSuccess.Before(st.LastRun) || st.LastError != "" {
+				fmt.Printf("%s: failed: %s\n", q, st.LastError)
+				failed = append(failed, q)
+			} else {
+				fmt.Printf("%s: snapshot %s\n", q, shortID(st.LastSnapshot))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		return fmt.Errorf("backup failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }
 
 // restoreViaCoordinator streams a tar from the coordinator into path, or

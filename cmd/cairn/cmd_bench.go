@@ -129,6 +129,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 	f.IntVar(&spec.Files, "files", 10000, "files in the synthetic tree")
 	f.Uint64Var(&spec.Seed, "seed", 1, "seed of the synthetic tree and its changes")
 	f.Float64Var(&spec.Compressible, "text", 0.6, "fraction of files holding text-like data")
+	f.IntVar(&spec.SmallMax, "small-max", 32<<10, "small files are 0 to this many bytes")
 	f.IntVar(&spec.LargeEvery, "large-every", 500, "every N-th file is large")
 	f.IntVar(&spec.LargeSize, "large-size", 8<<20, "size of the large files in bytes")
 	f.Float64Var(&change, "change", 0.01, "fraction of files changed per version")

@@ -142,14 +142,16 @@ func runSnapshot(ctx context.Context, g *globals, f snapshotFlags, paths []strin
 		if _, err := os.Lstat(abs); err != nil {
 			return fmt.Errorf("snapshot %s: %w", p, err)
 		}
-		prog := &agent.Progress{}
 		opts := agent.BackupOptions{
 			Node: f.node, Path: abs, Rehash: f.rehash, Excludes: f.excludes, Tags: f.tags,
-			Uploaders: f.uploaders, Progress: prog, OnError: onError, OnSkip: onSkip,
+			Uploaders: f.uploaders, OnError: onError, OnSkip: onSkip,
 		}
 		stopProgress := func() {}
+		// Progress costs a second walk of the tree (for the totals), so
+		// only when someone watches it.
 		if !g.quiet && !f.asJSON && stderrIsTerminal() {
-			stopProgress = showProgress(prog, &errMu)
+			opts.Progress = &agent.Progress{}
+			stopProgress = showProgress(opts.Progress, &errMu)
 		}
 		sn, err := l.Snapshot(ctx, opts, f.noParent)
 		stopProgress()

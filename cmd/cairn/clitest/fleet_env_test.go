@@ -183,6 +183,16 @@ func mustGlob(dir, pattern string) string {
 // state folder) or, with --coordinator in args, against the coordinator.
 func (f *fleet) cli(args ...string) string {
 	f.t.Helper()
+	out, err := f.cliErr(args...)
+	if err != nil {
+		f.t.Fatalf("cairn %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// cliErr runs the CLI and returns its output and exit error.
+func (f *fleet) cliErr(args ...string) (string, error) {
+	f.t.Helper()
 	cmd := exec.Command(cairnBin, args...)
 	cmd.Env = append(append([]string{}, f.env...), "CAIRN_STATE_DIR="+filepath.Join(f.base, "cli-state"),
 		"CAIRN_COORDINATOR="+f.coordURL, "CAIRN_TOKEN="+f.admin)
@@ -190,10 +200,7 @@ func (f *fleet) cli(args ...string) string {
 		cmd.Env = append(cmd.Env, "CAIRN_COORDINATOR=")
 	}
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		f.t.Fatalf("cairn %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return string(out), err
 }
 
 // api calls the coordinator and returns the status code.

@@ -42,17 +42,20 @@ func (f *fleet) storedBytes() int64 {
 	return n
 }
 
+// backupNowAndWait runs `backup-now --wait` and returns the new snapshot,
+// checking that the command reported the one the coordinator recorded.
 func (f *fleet) backupNowAndWait(node string) string {
 	f.t.Helper()
 	before := f.nodes()[node].Paths[0].LastSnapshot
-	f.cli("backup-now", node)
-	var id string
-	f.waitFor("a new snapshot of "+node, 120*time.Second, func() bool {
-		p := f.nodes()[node].Paths[0]
-		id = p.LastSnapshot
-		return id != "" && id != before && !p.Running
-	})
-	return id
+	out := f.cli("backup-now", "--wait", node)
+	p := f.nodes()[node].Paths[0]
+	if p.LastSnapshot == "" || p.LastSnapshot == before || p.Running {
+		f.t.Fatalf("backup-now --wait returned before a new snapshot of %s: %+v\n%s", node, p, out)
+	}
+	if !strings.Contains(out, "snapshot "+p.LastSnapshot[:8]) {
+		f.t.Fatalf("backup-now --wait did not report snapshot %s:\n%s", p.LastSnapshot[:8], out)
+	}
+	return p.LastSnapshot
 }
 
 func TestFleetCrossNodeDedup(t *testing.T) {
@@ -178,6 +181,10 @@ func TestFleetAgentKill9MidBackup(t *testing.T) {
 	time.Sleep(time.Second)
 	if h := f.history("big"); len(h) != 0 {
 		t.Fatalf("a killed backup left %d visible snapshots", len(h))
+	}
+	// With the agent gone, waiting on a backup reports its failure.
+	if out, err := f.cliErr("backup-now", "--wait", "big"); err == nil || !strings.Contains(out, "failed") {
+		t.Fatalf("backup-now --wait on a dead agent: %v\n%s", err, out)
 	}
 	f.startAgent("big", time.Hour, 0)
 	id := f.backupNowAndWait("big")
