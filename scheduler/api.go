@@ -340,9 +340,16 @@ func (c *Coordinator) hBackupNow(w http.ResponseWriter, r *http.Request, _ calle
 		if req.Path != "" && p.Path != req.Path {
 			continue
 		}
-		ps := c.paths[key(n.Name, p.Path)]
-		ps.NextRun = now
-		c.heap.push(now, n.Name, p.Path)
+		k := key(n.Name, p.Path)
+		if c.running[k] {
+			// Not dropped: a run that started before this request may
+			// miss what the caller wants saved.
+			c.again[k] = true
+		} else {
+			ps := c.paths[k]
+			ps.NextRun = now
+			c.heap.push(now, n.Name, p.Path)
+		}
 		queued = append(queued, n.Name+":"+p.Path)
 	}
 	if len(queued) == 0 {
@@ -350,7 +357,15 @@ func (c *Coordinator) hBackupNow(w http.ResponseWriter, r *http.Request, _ calle
 		return
 	}
 	c.poke()
-	agent.WriteJSON(w, http.StatusAccepted, map[string][]string{"queued": queued})
+	agent.WriteJSON(w, http.StatusAccepted, BackupNowResponse{Queued: queued, At: now})
+}
+
+// BackupNowResponse lists the queued paths; each runs at or after At (the
+// coordinator's clock), so a caller waiting for them compares run start
+// times with it.
+type BackupNowResponse struct {
+	Queued []string  `json:"queued"`
+	At     time.Time `json:"at"`
 }
 
 func (c *Coordinator) find(text string) (*repo.Snapshot, agent.Selector, error) {

@@ -48,10 +48,13 @@ type Coordinator struct {
 	state   *stateDB
 	metrics *metrics
 
-	mu       sync.Mutex
-	nodes    map[string]*Node
-	paths    map[string]*PathState // by node + "\x00" + path
-	running  map[string]bool
+	mu      sync.Mutex
+	nodes   map[string]*Node
+	paths   map[string]*PathState // by node + "\x00" + path
+	running map[string]bool
+	// again marks paths asked to run now while running: they run once
+	// more as soon as the current run ends.
+	again    map[string]bool
 	sessions map[string]*session
 	// condemned, while a collection is deleting, says which blobs lookups
 	// must answer as unseen.
@@ -111,7 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{
 		cfg: cfg, local: local, state: st, metrics: newMetrics(),
-		nodes: map[string]*Node{}, paths: map[string]*PathState{}, running: map[string]bool{},
+		nodes: map[string]*Node{}, paths: map[string]*PathState{}, running: map[string]bool{}, again: map[string]bool{},
 		sessions: map[string]*session{}, wake: make(chan struct{}, 1), jobs: make(chan job),
 	}
 	nodes, err := st.nodes()

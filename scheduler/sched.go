@@ -169,6 +169,10 @@ func (c *Coordinator) run(ctx context.Context, node, path string) {
 		}
 		c.logf("backup of %s:%s failed (%d in a row), next try in %s: %v", node, path, ps.Failures, ps.NextRun.Sub(now).Round(time.Millisecond), err)
 	}
+	if c.again[k] {
+		delete(c.again, k)
+		ps.NextRun = now
+	}
 	c.savePath(node, path, ps)
 	c.heap.push(ps.NextRun, node, path)
 	c.poke()

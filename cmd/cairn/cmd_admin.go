@@ -208,21 +208,15 @@ scheduler's "run and wait".`,
 				return err
 			}
 			node, path, _ := strings.Cut(args[0], ":")
-			var before map[string]scheduler.PathStatus
-			if wait {
-				if before, err = pathStatuses(cmd.Context(), cl); err != nil {
-					return err
-				}
-			}
-			var resp map[string][]string
+			var resp scheduler.BackupNowResponse
 			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/backups", scheduler.BackupNowRequest{Node: node, Path: path}, &resp); err != nil {
 				return err
 			}
-			fmt.Printf("queued %s\n", strings.Join(resp["queued"], ", "))
+			fmt.Printf("queued %s\n", strings.Join(resp.Queued, ", "))
 			if !wait {
 				return nil
 			}
-			return waitForRuns(cmd.Context(), cl, resp["queued"], before)
+			return waitForRuns(cmd.Context(), cl, resp)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the queued backups to end; exit non-zero if one failed")
@@ -244,13 +238,13 @@ func pathStatuses(ctx context.Context, cl *agent.Client) (map[string]scheduler.P
 	return out, nil
 }
 
-// waitForRuns polls until each queued path has finished a run it had not
-// finished before (its last run changed and it is not running), then
-// reports each outcome. Only the coordinator's clock is compared.
-func waitForRuns(ctx context.Context, cl *agent.Client, queued []string, before map[string]scheduler.PathStatus) error {
+// waitForRuns polls until each queued path has finished a run that
+// started at or after the request (by the coordinator's clock, the only
+// one compared), then reports each outcome.
+func waitForRuns(ctx context.Context, cl *agent.Client, q scheduler.BackupNowResponse) error {
 	pending := map[string]bool{}
-	for _, q := range queued {
-		pending[q] = true
+	for _, p := range q.Queued {
+		pending[p] = true
 	}
 	var failed []string
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -265,20 +259,20 @@ func waitForRuns(ctx context.Context, cl *agent.Client, queued []string, before 
 		if err != nil {
 			return err
 		}
-		for q := range pending {
-			st, ok := now[q]
+		for p := range pending {
+			st, ok := now[p]
 			if !ok {
-				return fmt.Errorf("%s was unregistered while waiting", q)
+				return fmt.Errorf("%s was unregistered while waiting", p)
 			}
-			if st.Running || !st.LastRun.After(before[q].LastRun) {
+			if st.LastRun.Before(q.At) {
 				continue
 			}
-			delete(pending, q)
-			if st.LastSuccess.Before(st.LastRun) || st.LastError != "" {
-				fmt.Printf("%s: failed: %s\n", q, st.LastError)
-				failed = append(failed, q)
+			delete(pending, p)
+			if st.LastSuccess.Before(st.LastRun) {
+				fmt.Printf("%s: failed: %s\n", p, st.LastError)
+				failed = append(failed, p)
 			} else {
-				fmt.Printf("%s: snapshot %s\n", q, shortID(st.LastSnapshot))
+				fmt.Printf("%s: snapshot %s\n", p, shortID(st.LastSnapshot))
 			}
 		}
 	}
