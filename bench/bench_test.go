@@ -43,7 +43,7 @@ func TestQuickRun(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/cairn-backup/cairn/cmd/cairn").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	tools := append([]bench.Tool{bench.Cairn{Bin: bin}}, bench.FindPeers()...)
+	tools := append([]bench.Tool{bench.Cairn{Bin: bin}, &bench.Fleet{Bin: bin}}, bench.FindPeers()...)
 	s3cfg := storetest.MinIOConfig(t)
 	targets := []bench.Target{bench.LocalTarget, {Name: "minio", S3: &bench.S3Endpoint{
 		Endpoint: s3cfg.Endpoint, Bucket: s3cfg.Bucket, AccessKey: s3cfg.AccessKey, SecretKey: s3cfg.SecretKey}}}
@@ -73,6 +73,10 @@ func TestQuickRun(t *testing.T) {
 		}
 		if s.Target == "minio" && s.Scenario == bench.ScInitial && s.Sent < s.Stored {
 			t.Errorf("%s initial backup on minio: %d bytes sent, %d stored", s.Tool, s.Sent, s.Stored)
+		}
+		// Fleet mode: the coordinator's and the agent's peak RSS.
+		if s.Tool == "cairn-fleet" && (s.Procs["coordinator"] <= 0 || s.Procs["agent"] <= 0) {
+			t.Errorf("cairn-fleet %s on %s: daemon peak RSS %v", s.Scenario, s.Target, s.Procs)
 		}
 	}
 	rep := &bench.Report{Title: "quick", Data: "test", Measures: ms, Stats: stats}

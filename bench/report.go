@@ -28,6 +28,8 @@ type Stat struct {
 	Requests  int64         `json:"store_requests_median"`
 	Sent      int64         `json:"bytes_sent_to_store_median"`
 	Received  int64         `json:"bytes_received_from_store_median"`
+	// Procs: the largest peak RSS of each daemon over the repetitions.
+	Procs map[string]int64 `json:"daemon_peak_rss_bytes,omitempty"`
 }
 
 // Summarise groups measures by target, tool and scenario.
@@ -49,6 +51,12 @@ func Summarise(ms []Measure) []Stat {
 			reqs, sent, recv = append(reqs, m.Requests), append(sent, m.Sent), append(recv, m.Received)
 			st.MaxRSS = max(st.MaxRSS, m.MaxRSS)
 			st.Input = m.Input
+			for name, rss := range m.Procs {
+				if st.Procs == nil {
+					st.Procs = map[string]int64{}
+				}
+				st.Procs[name] = max(st.Procs[name], rss)
+			}
 		}
 		sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
 		st.WallMed, st.WallMin, st.WallMax = median(walls), walls[0], walls[len(walls)-1]
@@ -125,7 +133,7 @@ func (r *Report) Markdown(w io.Writer) {
 				reqs, sent, recv = fmt.Sprint(s.Requests), mib(s.Sent), mib(s.Received)
 			}
 			fmt.Fprintf(w, "| %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |\n", s.Scenario, s.Tool, dur(s.WallMed), dur(s.WallMin), dur(s.WallMax),
-				dur(s.CPUMed), mib(s.MaxRSS), mib(s.ReadBytes), reqs, sent, recv, stored)
+				dur(s.CPUMed), rssCell(s), mib(s.ReadBytes), reqs, sent, recv, stored)
 		}
 		byKey := map[[2]string]Stat{}
 		var peers []string
@@ -135,7 +143,7 @@ func (r *Report) Markdown(w io.Writer) {
 				continue
 			}
 			byKey[[2]string{s.Tool, s.Scenario}] = s
-			if s.Tool != "cairn" && !seen[s.Tool] {
+			if !strings.HasPrefix(s.Tool, "cairn") && !seen[s.Tool] {
 				seen[s.Tool] = true
 				peers = append(peers, s.Tool)
 			}
@@ -151,11 +159,38 @@ func (r *Report) Markdown(w io.Writer) {
 					continue
 				}
 				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", sc, ratio(float64(c.WallMed), float64(q.WallMed)),
-					ratio(float64(c.CPUMed), float64(q.CPUMed)), ratio(float64(c.MaxRSS), float64(q.MaxRSS)),
+					ratio(float64(c.CPUMed), float64(q.CPUMed)), ratio(float64(peakRSSOf(c)), float64(peakRSSOf(q))),
 					ratio(float64(c.Requests), float64(q.Requests)), ratio(float64(c.Sent), float64(q.Sent)), ratio(float64(c.Stored), float64(q.Stored)))
 			}
 		}
 	}
+}
+
+// rssCell is the command's peak RSS, and each daemon's when the tool has
+// daemons (their CPU time is already in the CPU column).
+func rssCell(s Stat) string {
+	if len(s.Procs) == 0 {
+		return mib(s.MaxRSS)
+	}
+	names := make([]string, 0, len(s.Procs))
+	for n := range s.Procs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := "cli " + mib(s.MaxRSS)
+	for _, n := range names {
+		out += ", " + n + " " + mib(s.Procs[n])
+	}
+	return out
+}
+
+// peakRSSOf is the largest peak RSS of any process of the stat.
+func peakRSSOf(s Stat) int64 {
+	m := s.MaxRSS
+	for _, v := range s.Procs {
+		m = max(m, v)
+	}
+	return m
 }
 
 // targets lists the report's targets in order.

@@ -37,6 +37,9 @@ type Measure struct {
 	ReadBytes int64         `json:"read_bytes"` // from disk, by the kernel's count
 	Stored    int64         `json:"stored_bytes"`
 	Input     int64         `json:"input_bytes,omitempty"`
+	// Peak RSS of each daemon of the tool during the command (its CPU
+	// time is in CPU).
+	Procs map[string]int64 `json:"daemon_peak_rss_bytes,omitempty"`
 	// Through the counting proxy, for targets on S3.
 	Requests int64 `json:"store_requests"`
 	Sent     int64 `json:"bytes_sent_to_store"`
@@ -124,9 +127,12 @@ func runTool(ctx context.Context, t Tool, o Options, rep int, tg Target, proxy *
 		stored = func() (int64, error) { return prefixSize(ctx, ep, prefix) }
 		defer deletePrefix(context.WithoutCancel(ctx), ep, prefix)
 	}
-	env, err := t.Prepare(dir, loc)
+	env, err := t.Prepare(dir, src, loc)
 	if err != nil {
 		return nil, err
+	}
+	if c, ok := t.(Closer); ok {
+		defer c.Close()
 	}
 	var out []Measure
 	measure := func(sc string, args []string) error {
@@ -200,6 +206,12 @@ func runTool(ctx context.Context, t Tool, o Options, rep int, tg Target, proxy *
 			last.CPU += m.CPU
 			last.MaxRSS = max(last.MaxRSS, m.MaxRSS)
 			last.ReadBytes += m.ReadBytes
+			for name, rss := range m.Procs {
+				if last.Procs == nil {
+					last.Procs = map[string]int64{}
+				}
+				last.Procs[name] = max(last.Procs[name], rss)
+			}
 		}
 		last.Target, last.Tool, last.Scenario, last.Rep = tg.Name, t.Name(), ScDedup, rep
 		if proxy != nil {
@@ -214,8 +226,16 @@ func runTool(ctx context.Context, t Tool, o Options, rep int, tg Target, proxy *
 	return out, nil
 }
 
-// run executes one command and reads the kernel's accounting of it.
+// run executes one command and reads the kernel's accounting of it and of
+// the tool's daemons, if it has any.
 func run(ctx context.Context, t Tool, env, args []string) (Measure, error) {
+	var dm *daemonMeter
+	if d, ok := t.(Daemons); ok {
+		var err error
+		if dm, err = startDaemonMeter(d.Daemons()); err != nil {
+			return Measure{}, err
+		}
+	}
 	cmd := command(t.Binary(), env, args...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -231,6 +251,11 @@ func run(ctx context.Context, t Tool, env, args []string) (Measure, error) {
 		m.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		m.MaxRSS = ru.Maxrss << 10 // KiB on Linux
 		m.ReadBytes = ru.Inblock * 512
+	}
+	if dm != nil {
+		if err := dm.stop(&m); err != nil {
+			return Measure{}, err
+		}
 	}
 	return m, nil
 }

@@ -11,10 +11,10 @@ import (
 // returned unstarted so the runner can measure them.
 type Tool interface {
 	Name() string
-	// Prepare makes a fresh, empty repository at loc (dir is a scratch
-	// folder of the tool's own, for caches and state) and returns the
-	// environment every later command of this repository needs.
-	Prepare(dir string, loc Location) ([]string, error)
+	// Prepare makes a fresh, empty repository at loc for backups of src
+	// (dir is a scratch folder of the tool's own, for caches and state)
+	// and returns the environment every later command needs.
+	Prepare(dir, src string, loc Location) ([]string, error)
 	Backup(src string) []string
 	Restore(src, dst string) []string
 	RestoreFile(src, rel, dst string) []string
@@ -31,7 +31,7 @@ type Cairn struct{ Bin string }
 func (c Cairn) Name() string   { return "cairn" }
 func (c Cairn) Binary() string { return c.Bin }
 
-func (c Cairn) Prepare(dir string, loc Location) ([]string, error) {
+func (c Cairn) Prepare(dir, _ string, loc Location) ([]string, error) {
 	env := []string{"CAIRN_STATE_DIR=" + filepath.Join(dir, "state"), "CAIRN_PASSWORD=bench"}
 	if s := loc.S3; s != nil {
 		env = append(env, fmt.Sprintf("CAIRN_REPO=s3://%s/%s/%s", s.Endpoint, s.Bucket, s.Prefix), "CAIRN_S3_HTTP=1",
@@ -67,7 +67,7 @@ type Restic struct{ Bin string }
 func (r Restic) Name() string   { return "restic" }
 func (r Restic) Binary() string { return r.Bin }
 
-func (r Restic) Prepare(dir string, loc Location) ([]string, error) {
+func (r Restic) Prepare(dir, _ string, loc Location) ([]string, error) {
 	env := []string{"RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR=" + filepath.Join(dir, "cache"), "RESTIC_COMPRESSION=auto"}
 	if s := loc.S3; s != nil {
 		env = append(env, fmt.Sprintf("RESTIC_REPOSITORY=s3:http://%s/%s/%s", s.Endpoint, s.Bucket, s.Prefix),

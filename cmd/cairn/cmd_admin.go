@@ -247,14 +247,15 @@ func waitForRuns(ctx context.Context, cl *agent.Client, q scheduler.BackupNowRes
 		pending[p] = true
 	}
 	var failed []string
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
+	// Short runs are seen at once, long ones cost a call a second.
+	poll := 25 * time.Millisecond
 	for len(pending) > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-tick.C:
+		case <-time.After(poll):
 		}
+		poll = min(2*poll, time.Second)
 		now, err := pathStatuses(ctx, cl)
 		if err != nil {
 			return err

@@ -18,7 +18,7 @@ func newBenchCmd() *cobra.Command {
 	var reps int
 	var realDir, work, out, resticBin, s3Endpoint, s3Bucket string
 	var nextDirs []string
-	var noPeers, dedup, quick, noLocal bool
+	var noPeers, dedup, quick, noLocal, fleet bool
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure cairn (and restic, when found) on a synthetic or real tree",
@@ -41,6 +41,9 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 				return err
 			}
 			tools := []bench.Tool{bench.Cairn{Bin: self}}
+			if fleet {
+				tools = append(tools, &bench.Fleet{Bin: self})
+			}
 			if !noPeers {
 				if resticBin != "" {
 					tools = append(tools, bench.Restic{Bin: resticBin})
@@ -139,6 +142,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 	f.StringVar(&s3Endpoint, "s3", "", "also measure with repositories on this S3 server (HOST:PORT, plain http)")
 	f.StringVar(&s3Bucket, "s3-bucket", "cairn-bench", "bucket for --s3 (created if missing)")
 	f.BoolVar(&noLocal, "no-local", false, "with --s3: skip the local-folder repositories")
+	f.BoolVar(&fleet, "fleet", false, "also measure fleet mode: a coordinator and an agent as daemons, backups by backup-now --wait, restores on the node; the report gives each process's peak RSS")
 	f.StringVar(&work, "work", "", "scratch folder (default: a temporary one)")
 	f.StringVar(&out, "out", "", "write report.md, report.json and chart.svg here")
 	f.StringVar(&resticBin, "restic", "", "restic binary (default: restic on PATH)")
