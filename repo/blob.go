@@ -105,21 +105,8 @@ func putPayload(bp *[]byte) {
 // openBlob authenticates, decrypts and decompresses a sealed blob and checks
 // that the plaintext hashes to id. Any failure wraps ErrCorrupt.
 func (r *Repository) openBlob(t BlobType, id chunk.ID, sealed []byte, rawLen int) ([]byte, error) {
-	if rawLen < 0 || rawLen > MaxBlobSize {
-		return nil, fmt.Errorf("%s blob %s claims %d bytes: %w", t, id.Short(), rawLen, ErrCorrupt)
-	}
-	inner, err := r.sealer.open(nil, sealed, blobAD(t, id))
-	if err != nil {
-		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
-	}
-	plain, err := decodeBlobPayload(inner, rawLen)
-	if err != nil {
-		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
-	}
-	if got := r.hasher.Sum(plain); got != id {
-		return nil, fmt.Errorf("%s blob %s: content hashes to %s: %w", t, id.Short(), got.Short(), ErrCorrupt)
-	}
-	return plain, nil
+	var scratch []byte
+	return r.openBlobInPlace(t, id, bytes.Clone(sealed), rawLen, &scratch)
 }
 
 // openBlobInPlace is openBlob for a sealed blob the caller owns and no
@@ -137,22 +124,12 @@ func (r *Repository) openBlobInPlace(t BlobType, id chunk.ID, sealed []byte, raw
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
 	}
-	var plain []byte
-	switch {
-	case len(inner) == 0:
-		return nil, fmt.Errorf("%s blob %s: empty payload: %w", t, id.Short(), ErrCorrupt)
-	case inner[0] == compressNone:
-		plain = inner[1:]
-	case inner[0] == compressZstd:
-		if plain, err = zdec.DecodeAll(inner[1:], (*scratch)[:0]); err != nil {
-			return nil, fmt.Errorf("%s blob %s: decompress: %v: %w", t, id.Short(), err, ErrCorrupt)
-		}
-		*scratch = plain
-	default:
-		return nil, fmt.Errorf("%s blob %s: unknown compression %d: %w", t, id.Short(), inner[0], ErrCorrupt)
+	plain, err := decodeBlobPayload(inner, rawLen, *scratch)
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), err)
 	}
-	if len(plain) != rawLen {
-		return nil, fmt.Errorf("%s blob %s: %d bytes, index says %d: %w", t, id.Short(), len(plain), rawLen, ErrCorrupt)
+	if len(inner) > 0 && inner[0] == compressZstd {
+		*scratch = plain
 	}
 	if got := r.hasher.Sum(plain); got != id {
 		return nil, fmt.Errorf("%s blob %s: content hashes to %s: %w", t, id.Short(), got.Short(), ErrCorrupt)
@@ -162,7 +139,9 @@ func (r *Repository) openBlobInPlace(t BlobType, id chunk.ID, sealed []byte, raw
 
 // decodeBlobPayload undoes the compression of an authenticated blob payload
 // (flag byte, then raw or zstd data) and checks its length.
-func decodeBlobPayload(inner []byte, rawLen int) ([]byte, error) {
+// A compressed payload is decoded into dst's storage when it is large
+// enough.
+func decodeBlobPayload(inner []byte, rawLen int, dst []byte) ([]byte, error) {
 	if rawLen < 0 || rawLen > MaxBlobSize {
 		return nil, fmt.Errorf("claimed size %d: %w", rawLen, ErrCorrupt)
 	}
@@ -175,7 +154,10 @@ func decodeBlobPayload(inner []byte, rawLen int) ([]byte, error) {
 		plain = inner[1:]
 	case compressZstd:
 		var err error
-		plain, err = zdec.DecodeAll(inner[1:], make([]byte, 0, rawLen))
+		if cap(dst) < rawLen {
+			dst = make([]byte, 0, rawLen)
+		}
+		plain, err = zdec.DecodeAll(inner[1:], dst[:0])
 		if err != nil {
 			return nil, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt)
 		}

@@ -128,7 +128,7 @@ func FuzzBlobPayload(f *testing.F) {
 	f.Fuzz(func(t *testing.T, inner []byte, rawLen int) {
 		// The part of openBlob after authentication: a store cannot forge
 		// it without the key, but a bug or a bad disk behind the key can.
-		plain, err := decodeBlobPayload(inner, rawLen)
+		plain, err := decodeBlobPayload(inner, rawLen, nil)
 		if err != nil {
 			return
 		}
