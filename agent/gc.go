@@ -341,6 +341,10 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 			return st, err
 		}
 	}
+	for _, p := range append(deletePacks, repackPacks...) {
+		r.ForgetPacks(p.stat.ID)
+	}
+	r.ForgetPacks(unindexed...)
 	if _, err := ix.Sync(ctx, r); err != nil {
 		return st, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -282,5 +283,86 @@ func TestTreeDecodeRejectsHostileNames(t *testing.T) {
 	unsorted := Tree{Nodes: []Node{{Name: "b", Type: NodeFifo}, {Name: "a", Type: NodeFifo}}}
 	if _, err := DecodeTree(unsorted.Encode()); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("unsorted names accepted: %v", err)
+	}
+}
+
+// countingStore counts reads, to see what the tree cache saves.
+type countingStore struct {
+	*memStore
+	gets, stats int
+}
+
+func (c *countingStore) Get(ctx context.Context, n string, off, l int64) ([]byte, error) {
+	c.memStore.mu.Lock()
+	c.gets++
+	c.memStore.mu.Unlock()
+	return c.memStore.Get(ctx, n, off, l)
+}
+
+func (c *countingStore) Stat(ctx context.Context, n string) (ObjectInfo, error) {
+	c.memStore.mu.Lock()
+	c.stats++
+	c.memStore.mu.Unlock()
+	return c.memStore.Stat(ctx, n)
+}
+
+// Walking many trees of one pack reads a few by range, then the pack once;
+// a flipped byte in the cached pack is still caught.
+func TestLoadTreeCachesBusyTreePacks(t *testing.T) {
+	ctx := context.Background()
+	st := &countingStore{memStore: &memStore{m: map[string][]byte{}}}
+	r, err := Init(ctx, st, "pw", InitOptions{KDF: fastKDF, Chunker: testParams()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trees []*Tree
+	_, packs, err := r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+		for i := range 20 {
+			tr := &Tree{Nodes: []Node{{Name: fmt.Sprintf("file%02d", i), Type: NodeFile, Size: uint64(i)}}}
+			trees = append(trees, tr)
+			data := tr.Encode()
+			if _, err := up.Add(ctx, TreeBlob, r.hasher.Sum(data), data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || len(packs) != 1 {
+		t.Fatalf("%d packs, %v", len(packs), err)
+	}
+	pack := packs[0]
+	st.gets, st.stats = 0, 0
+	for round := range 2 {
+		for _, e := range pack.Blobs {
+			tr, err := r.LoadTree(ctx, pack.ID, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tr.Nodes) != 1 {
+				t.Fatalf("round %d: tree %s decoded to %d nodes", round, e.ID.Short(), len(tr.Nodes))
+			}
+		}
+	}
+	// treePackMisses-1 range reads, then one Stat and one whole read.
+	if st.gets != treePackMisses || st.stats != 1 {
+		t.Errorf("40 tree loads from one pack: %d gets, %d stats; want %d and 1", st.gets, st.stats, treePackMisses)
+	}
+	// The cached copy is verified like a fresh read: damaged, it is
+	// dropped and the store's copy is read.
+	r.trees.mu.Lock()
+	r.trees.packs[pack.ID].data[pack.Blobs[0].Offset+20] ^= 1
+	r.trees.mu.Unlock()
+	st.gets = 0
+	if _, err := r.LoadTree(ctx, pack.ID, pack.Blobs[0]); err != nil || st.gets != 1 {
+		t.Errorf("flipped byte in a cached tree pack: %v after %d gets, want the store's copy", err, st.gets)
+	}
+	// A damaged stored pack is reported, cache or not.
+	name := pack.ID.ObjectName()
+	st.memStore.m[name][pack.Blobs[1].Offset+20] ^= 1
+	r.ForgetPacks(pack.ID)
+	for range treePackMisses + 1 {
+		if _, err := r.LoadTree(ctx, pack.ID, pack.Blobs[1]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flipped byte in a stored tree pack: %v, want ErrCorrupt", err)
+		}
 	}
 }

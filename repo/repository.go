@@ -52,6 +52,7 @@ type Repository struct {
 	keyName string
 	sealer  *sealer
 	hasher  *chunk.Hasher
+	trees   *treePacks
 }
 
 // Init creates a repository in st. It refuses if st already holds one.
@@ -131,7 +132,7 @@ func newRepository(st Store, cfg Config, mk masterKey) (*Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Repository{store: st, cfg: cfg, mk: mk, sealer: s, hasher: h}, nil
+	return &Repository{store: st, cfg: cfg, mk: mk, sealer: s, hasher: h, trees: newTreePacks()}, nil
 }
 
 // Open opens the repository in st with password.
@@ -350,9 +351,20 @@ func (r *Repository) ReadPack(ctx context.Context, id PackID) ([]byte, error) {
 
 // LoadTree reads, verifies and decodes a tree blob.
 func (r *Repository) LoadTree(ctx context.Context, pack PackID, e BlobEntry) (*Tree, error) {
-	plain, err := r.ReadBlob(ctx, pack, e)
-	if err != nil {
-		return nil, err
+	var plain []byte
+	var err error
+	if sealed := r.cachedTree(ctx, pack, e); sealed != nil {
+		if plain, err = r.openBlob(e.Type, e.ID, sealed, int(e.RawLength)); err != nil {
+			// Whatever broke the cached copy, the store's is the one
+			// to judge by.
+			r.trees.drop(pack)
+			plain = nil
+		}
+	}
+	if plain == nil {
+		if plain, err = r.ReadBlob(ctx, pack, e); err != nil {
+			return nil, err
+		}
 	}
 	t, err := DecodeTree(plain)
 	if err != nil {
