@@ -65,6 +65,31 @@ type Store interface {
 	Delete(ctx context.Context, name string) error
 }
 
+// Traits describe a store to the repository layer, which tunes itself by
+// them. A store that does not implement TraitsProvider is taken as remote.
+type Traits struct {
+	// Local: reads cost no more than memory (a local disk, with the page
+	// cache in front), so the repository caches nothing of it.
+	Local bool
+	// Uploaders is how many packs to upload at once by default; zero
+	// means DefaultUploaders. A local disk writes a pack faster than one
+	// is assembled, so a second uploader only holds another pack in
+	// memory (measured: same speed, 30 MB more peak RSS).
+	Uploaders int
+}
+
+// TraitsProvider is implemented by stores that describe themselves.
+type TraitsProvider interface {
+	Traits() Traits
+}
+
+func traitsOf(st Store) Traits {
+	if tp, ok := st.(TraitsProvider); ok {
+		return tp.Traits()
+	}
+	return Traits{}
+}
+
 // RangeReader is implemented by stores that can stream part of an object,
 // so that a reader of many blobs holds one blob at a time instead of the
 // whole range.

@@ -12,10 +12,12 @@ import (
 // marking. Every directory used to cost a range request (on S3: 1,233
 // requests for a no-change backup of a 1,224-directory tree). A pack is
 // fetched whole once it has been read treePackMisses times, so a walk of a
-// few trees (one file's path) stays a few small reads. Packs never change,
-// so the cache needs no invalidation for correctness; entries expire so a
-// long-running daemon neither keeps memory nor serves a deleted pack for
-// long, and collections drop the packs they delete.
+// few trees (one file's path) stays a few small reads. A local store, where
+// a range read is as cheap as the cache, is not cached at all (on a
+// million files the cache would cost up to 64 MiB for nothing). Packs never
+// change, so the cache needs no invalidation for correctness; entries
+// expire so a long-running daemon neither keeps memory nor serves a
+// deleted pack for long, and collections drop the packs they delete.
 type treePacks struct {
 	mu      sync.Mutex
 	misses  map[PackID]int
@@ -135,6 +137,9 @@ func (c *treePacks) fetch(ctx context.Context, st Store, id PackID) ([]byte, err
 // fetching the pack whole when it has been read often enough; nil when
 // the caller should read the blob by its range.
 func (r *Repository) cachedTree(ctx context.Context, pack PackID, e BlobEntry) []byte {
+	if traitsOf(r.store).Local {
+		return nil
+	}
 	data, fetch := r.trees.get(pack, time.Now())
 	if data == nil && fetch {
 		// A failed fetch only costs the fast path; the range read

@@ -28,16 +28,8 @@ type UploadOptions struct {
 
 // DefaultUploaders: two packs in flight keep an S3 connection busy while
 // the next pack assembles; more mostly costs memory on a 2-core machine.
-// A store may ask for another number (see UploadConcurrency).
+// A local store asks for one (see Traits).
 const DefaultUploaders = 2
-
-// UploadConcurrency is implemented by stores that want another number of
-// packs uploaded at once by default: a local disk writes a pack faster
-// than one is assembled, so a second uploader only holds another pack in
-// memory (measured: same speed, 30 MB more peak RSS).
-type UploadConcurrency interface {
-	UploadConcurrency() int
-}
 
 // UploadStats counts what a session stored.
 type UploadStats struct {
@@ -89,8 +81,8 @@ type openPack struct {
 // already uploaded stay unreferenced until garbage collection.
 func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn func(ctx context.Context, up *Uploader) error) (UploadStats, []PackInfo, error) {
 	n := opts.Uploaders
-	if uc, ok := r.store.(UploadConcurrency); ok && n <= 0 {
-		n = uc.UploadConcurrency()
+	if n <= 0 {
+		n = traitsOf(r.store).Uploaders
 	}
 	if n <= 0 {
 		n = DefaultUploaders

@@ -39,11 +39,10 @@ func New(root string) (*Store, error) {
 // Location implements repo.Locator.
 func (s *Store) Location() string { return s.root }
 
-// UploadConcurrency: one pack written at a time keeps up with a local
-// disk; see repo.UploadConcurrency.
-func (s *Store) UploadConcurrency() int { return 1 }
+// Traits: a local disk, where one pack written at a time keeps up.
+func (s *Store) Traits() repo.Traits { return repo.Traits{Local: true, Uploaders: 1} }
 
-var _ repo.UploadConcurrency = (*Store)(nil)
+var _ repo.TraitsProvider = (*Store)(nil)
 
 func (s *Store) path(name string) (string, error) {
 	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "..") || strings.Contains(name, "\\") {
