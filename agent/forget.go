@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -63,4 +64,24 @@ func (l *Local) Retain(ctx context.Context, sel Selector, p Policy, loc *time.Lo
 		}
 	}
 	return all, l.Forget(ctx, forget)
+}
+
+// FreesData reports whether forgetting gone can have made any data
+// unreachable: false when each of their root trees is also the root of a
+// live snapshot, since then everything they reference still is.
+func FreesData(l *Local, gone []*repo.Snapshot) (bool, error) {
+	live, err := l.Index.Snapshots()
+	if err != nil {
+		return false, err
+	}
+	trees := map[chunk.ID]bool{}
+	for _, sn := range live {
+		trees[sn.Tree] = true
+	}
+	for _, sn := range gone {
+		if !trees[sn.Tree] {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -158,3 +158,31 @@ func TestSnapshotLeavesNothingForTheNextSync(t *testing.T) {
 		t.Errorf("sync after a snapshot read %d index objects (reloaded %v), want 0", st.IndexObjects, st.Reloaded)
 	}
 }
+
+// Forgetting a snapshot whose tree a live one shares frees nothing, so
+// the collection after retention can be skipped; any other tree may free
+// data.
+func TestFreesData(t *testing.T) {
+	l := newLocal(t, mem.New())
+	src := filepath.Join(t.TempDir(), "src")
+	writeState(t, src, 1)
+	a := snapshot(t, l, src, nil)
+	b := snapshot(t, l, src, nil) // unchanged: same tree
+	writeState(t, src, 2)
+	c := snapshot(t, l, src, nil)
+	if a.Tree != b.Tree || a.Tree == c.Tree {
+		t.Fatalf("trees: %s %s %s", a.Tree.Short(), b.Tree.Short(), c.Tree.Short())
+	}
+	if err := l.Forget(context.Background(), []repo.SnapshotID{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := agent.FreesData(l, []*repo.Snapshot{a}); err != nil || freed {
+		t.Errorf("forgetting a snapshot whose tree b shares: freed %v, %v", freed, err)
+	}
+	if err := l.Forget(context.Background(), []repo.SnapshotID{b.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := agent.FreesData(l, []*repo.Snapshot{a, b}); err != nil || !freed {
+		t.Errorf("forgetting the last snapshots of a tree: freed %v, %v", freed, err)
+	}
+}

@@ -55,7 +55,7 @@ func BackupTar(ctx context.Context, r *repo.Repository, ix blobIndex, in io.Read
 	var root chunk.ID
 	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
 		Uploaders: opts.Uploaders,
-		OnPack:    func(p repo.PackInfo) error { return ix.AddPacks([]repo.PackInfo{p}) },
+		OnPack:    b.packDone,
 	}, func(ctx context.Context, up *repo.Uploader) error {
 		b.up = up
 		b.saves = make(chan saveJob, 4)

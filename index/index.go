@@ -109,11 +109,22 @@ func openBadger(dir string) (*badger.DB, error) {
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
+		// Badger's own level-0 limits: with 2 (and 8 to stall) a backup
+		// of a million files left enough level-0 tables that the next run
+		// began by compacting them (no-change backup: 248 MB peak RSS
+		// instead of 91 MB).
+		WithNumLevelZeroTables(5).
+		WithNumLevelZeroTablesStall(15).
 		WithValueLogFileSize(64 << 20).
 		WithCompression(options.None).
-		WithNumCompactors(2)
+		WithNumCompactors(2).
+		// The blob table of a few million files fits one level, and a run
+		// compacts what it wrote before it exits: otherwise an ordinary
+		// no-change backup of a million files now and then inherited a
+		// compaction of everything (9.2 s and 337 MB instead of 2.4 s
+		// and 91 MB; measured over runs of /tmp/t1m).
+		WithBaseLevelSize(256 << 20).
+		WithCompactL0OnClose(true)
 	db, err := badger.Open(opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
