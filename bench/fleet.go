@@ -93,7 +93,8 @@ func (f *Fleet) waitNode() error {
 				Name  string            `json:"name"`
 				Paths []json.RawMessage `json:"paths"`
 			}
-			err = json.NewDecoder(resp.Body).Decode(&nodes)
+			// A body that does not decode is a coordinator not ready yet.
+			_ = json.NewDecoder(resp.Body).Decode(&nodes)
 			resp.Body.Close()
 			for _, n := range nodes {
 				if n.Name == "bench" && len(n.Paths) > 0 {
