@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -91,6 +92,46 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if st.Blocks*512 >= 16<<20 {
 				t.Errorf("sparse file restored with %d bytes allocated, want holes", st.Blocks*512)
+			}
+		})
+	}
+}
+
+// Restoring in batches (of files or of bytes) gives the same tree as in
+// one go: metadata set per batch survives later batches, and hard links
+// whose first name was written in an earlier batch still link.
+func TestRestoreInBatches(t *testing.T) {
+	src := t.TempDir()
+	richTree(t, src, 0)
+	for i := range 40 {
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%02d", i)), []byte(strings.Repeat("x", i)))
+	}
+	if err := os.Link(filepath.Join(src, "many/f07"), filepath.Join(src, "zz-late-link")); err != nil {
+		t.Fatal(err)
+	}
+	ageTree(t, src)
+	l := newLocal(t, stores[0].new(t))
+	sn := snapshot(t, l, src, nil)
+	for _, tc := range []struct {
+		name  string
+		files int
+		bytes int64
+	}{
+		{"one file per batch", 1, 0},
+		{"three files per batch", 3, 0},
+		{"one byte per batch", 0, 1},
+		{"1 MiB per batch", 0, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "restore")
+			st, err := agent.Restore(context.Background(), l.Repo, l.Index, sn, "",
+				agent.RestoreOptions{Target: dst, BatchFiles: tc.files, BatchBytes: tc.bytes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareTrees(t, src, dst)
+			if st.Files < 40 || st.Hardlinks != 2 {
+				t.Errorf("restored %d files, %d hard links; want at least 40 and 2", st.Files, st.Hardlinks)
 			}
 		})
 	}

@@ -34,7 +34,21 @@ type RestoreOptions struct {
 	OnWarning func(path string, err error)
 	// BytesWritten, if set, counts restored file data as it is written.
 	BytesWritten *atomic.Uint64
+	// BatchFiles and BatchBytes bound how many files, and how many bytes
+	// of their contents, are planned before those are fetched and written;
+	// they keep a restore of millions of files in bounded memory. Zero
+	// means 65536 files and 1 GiB.
+	BatchFiles int
+	BatchBytes int64
 }
+
+// Defaults for RestoreOptions.BatchFiles and BatchBytes. A batch of 64 Ki
+// small files still spans several packs, so the fetchers stay busy; the
+// plan of one costs about 20 MB.
+const (
+	defaultBatchFiles = 1 << 16
+	defaultBatchBytes = 1 << 30
+)
 
 // RestoreStats counts what a restore wrote.
 type RestoreStats struct {
@@ -54,9 +68,12 @@ type blobUse struct {
 	off   int64
 }
 
+// restorePlan is what is left to do. files and byPack hold one batch and
+// are emptied each time it is written; the rest waits for the end.
 type restorePlan struct {
 	files    []restoreFile
 	byPack   map[repo.PackID][]blobUse
+	bytes    int64         // of files' contents
 	dirs     []restoreFile // post order: children before parents
 	symlinks []restoreFile
 	special  []restoreFile
@@ -124,6 +141,12 @@ func Restore(ctx context.Context, r *repo.Repository, ix blobIndex, sn *repo.Sna
 	if opts.Fetchers <= 0 {
 		opts.Fetchers = 4
 	}
+	if opts.BatchFiles <= 0 {
+		opts.BatchFiles = defaultBatchFiles
+	}
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = defaultBatchBytes
+	}
 	owner := os.Geteuid() == 0
 	if opts.Owner != nil {
 		owner = *opts.Owner
@@ -152,7 +175,7 @@ func Restore(ctx context.Context, r *repo.Repository, ix blobIndex, sn *repo.Sna
 	if err != nil {
 		return st, err
 	}
-	if err := rs.fetchAll(ctx); err != nil {
+	if err := rs.writeBatch(ctx); err != nil {
 		return st, err
 	}
 	return st, rs.finish()
@@ -273,7 +296,11 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) erro
 		meta := *n
 		meta.Content = nil
 		rs.plan.files = append(rs.plan.files, restoreFile{rel: rel, node: meta})
+		rs.plan.bytes += int64(n.Size)
 		rs.stats.Files++
+		if len(rs.plan.files) >= rs.opts.BatchFiles || rs.plan.bytes >= rs.opts.BatchBytes {
+			return rs.writeBatch(ctx)
+		}
 	case repo.NodeSymlink:
 		rs.plan.symlinks = append(rs.plan.symlinks, restoreFile{rel: rel, node: *n})
 	default:
@@ -288,6 +315,27 @@ const (
 	maxRangeGap  = 512 << 10
 	maxRangeSize = 32 << 20
 )
+
+// writeBatch fetches the planned files' contents, writes them, sets the
+// files' metadata and starts a new batch. A file's metadata is final once
+// its data is written: nothing written later changes a file's mtime.
+func (rs *restorer) writeBatch(ctx context.Context) error {
+	if len(rs.plan.files) == 0 {
+		return nil
+	}
+	if err := rs.fetchAll(ctx); err != nil {
+		return err
+	}
+	for i := range rs.plan.files {
+		f := &rs.plan.files[i]
+		rs.applyMeta(f.rel, &f.node, false)
+	}
+	clear(rs.plan.files)
+	rs.plan.files = rs.plan.files[:0]
+	rs.plan.byPack = map[repo.PackID][]blobUse{}
+	rs.plan.bytes = 0
+	return nil
+}
 
 func (rs *restorer) fetchAll(ctx context.Context) error {
 	packs := make([]repo.PackID, 0, len(rs.plan.byPack))
@@ -431,8 +479,8 @@ func fileMode(m uint32) os.FileMode {
 }
 
 // finish creates hard links, special files and symlinks, then applies
-// metadata: files first, directories last and deepest first, because
-// writing into a directory changes its mtime.
+// metadata, directories last and deepest first, because writing into a
+// directory changes its mtime. Files had theirs set batch by batch.
 func (rs *restorer) finish() error {
 	for _, l := range rs.plan.links {
 		if err := rs.clear(l[0], false); err != nil {
@@ -441,9 +489,6 @@ func (rs *restorer) finish() error {
 		if err := rs.root.Link(l[1], l[0]); err != nil {
 			return fmt.Errorf("restore hard link %s: %w", l[0], err)
 		}
-	}
-	for _, f := range rs.plan.files {
-		rs.applyMeta(f.rel, &f.node, false)
 	}
 	for _, s := range rs.plan.special {
 		if err := rs.mknod(s); err != nil {
