@@ -113,6 +113,9 @@ type dirJob struct {
 	files   []pendingFile
 	subdirs []pendingDir
 	treeID  chunk.ID
+	// parentID is the parent snapshot's tree at the same place, if it was
+	// read: a tree equal to it is stored and pinned, so nobody is asked.
+	parentID chunk.ID
 }
 
 // saveJob is a new chunk on its way to the savers. Its data is a copy of
@@ -280,6 +283,10 @@ func (b *backup) reportError(p string, err error) {
 // queue sizes: enough to keep every reader and saver busy, small enough
 // that memory stays bounded (each queued save holds up to one chunk).
 func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo.Tree) (*dirJob, error) {
+	var parentRootID chunk.ID
+	if parentRoot != nil {
+		parentRootID = b.opts.Parent.Tree
+	}
 	readers := b.opts.Readers
 	b.files = make(chan *fileJob, readers*4)
 	b.saves = make(chan saveJob, readers)
@@ -311,9 +318,9 @@ func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo
 		defer close(b.files)
 		var err error
 		if rootInfo.IsDir() {
-			root, err = b.walkDir(ctx, b.opts.Path, "", parentRoot, "")
+			root, err = b.walkDir(ctx, b.opts.Path, "", parentRoot, parentRootID, "")
 		} else {
-			root, err = b.walkDir(ctx, filepath.Dir(b.opts.Path), "", parentRoot, filepath.Base(b.opts.Path))
+			root, err = b.walkDir(ctx, filepath.Dir(b.opts.Path), "", parentRoot, parentRootID, filepath.Base(b.opts.Path))
 		}
 		return err
 	})
@@ -366,8 +373,11 @@ func readDirNames(dir string) ([]string, error) {
 // subdirectories and hands the directory to the finisher after them (post
 // order). With only set, the directory is listed as if it held only that
 // entry: the snapshot of a single file.
-func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree, only string) (*dirJob, error) {
+func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree, parentID chunk.ID, only string) (*dirJob, error) {
 	dj := &dirJob{rel: rel}
+	if parent != nil {
+		dj.parentID = parentID
+	}
 	var names []string
 	if only != "" {
 		names = []string{only}
@@ -426,7 +436,11 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 					ptree = nil
 				}
 			}
-			child, err := b.walkDir(ctx, full, relName, ptree, "")
+			var ptreeID chunk.ID
+			if ptree != nil {
+				ptreeID = pn.Subtree
+			}
+			child, err := b.walkDir(ctx, full, relName, ptree, ptreeID, "")
 			if err != nil {
 				return nil, err
 			}
@@ -507,7 +521,20 @@ func (b *backup) loadTree(ctx context.Context, id chunk.ID) (*repo.Tree, error) 
 	if !ok {
 		return nil, fmt.Errorf("tree %s: not in the index: %w", id.Short(), repo.ErrNotFound)
 	}
-	return b.r.LoadTree(ctx, loc.Pack, loc.Entry)
+	t, err := b.r.LoadTree(ctx, loc.Pack, loc.Entry)
+	if err != nil {
+		return nil, err
+	}
+	if pf, ok := b.ix.(prefetcher); ok {
+		var subtrees []chunk.ID
+		for i := range t.Nodes {
+			if t.Nodes[i].Type == repo.NodeDir {
+				subtrees = append(subtrees, t.Nodes[i].Subtree)
+			}
+		}
+		pf.Prefetch(subtrees)
+	}
+	return t, nil
 }
 
 // packDone records an uploaded pack in the index. With a local index the
@@ -660,7 +687,7 @@ func (b *backup) finishLoop(ctx context.Context) error {
 			}
 		}
 		dj.files, dj.subdirs = nil, nil
-		id, err := b.storeTree(ctx, &tree, dj.rel)
+		id, err := b.storeTree(ctx, &tree, dj.rel, dj.parentID)
 		if err != nil {
 			return err
 		}
@@ -673,12 +700,19 @@ func (b *backup) finishLoop(ctx context.Context) error {
 }
 
 // storeTree encodes a tree and stores it unless the repository has it.
-func (b *backup) storeTree(ctx context.Context, tree *repo.Tree, where string) (chunk.ID, error) {
+// A tree equal to parentID, the parent snapshot's tree at the same place
+// (read during this backup, so stored, and pinned by the parent), needs
+// no question to the index: in fleet mode that question is a round trip
+// to the coordinator, once per directory of a backup where little changed.
+func (b *backup) storeTree(ctx context.Context, tree *repo.Tree, where string, parentID chunk.ID) (chunk.ID, error) {
 	data := tree.Encode()
 	if len(data) > repo.MaxBlobSize {
 		return chunk.ID{}, fmt.Errorf("directory %s: %d entries make a tree of %d bytes, over the %d limit", where, len(tree.Nodes), len(data), repo.MaxBlobSize)
 	}
 	id := b.r.Hasher().Sum(data)
+	if !parentID.IsZero() && id == parentID {
+		return id, nil
+	}
 	isNew, err := b.claim(repo.TreeBlob, id)
 	if err != nil {
 		return id, err

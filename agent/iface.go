@@ -15,6 +15,12 @@ type blobIndex interface {
 
 var _ blobIndex = (*index.Index)(nil)
 
+// prefetcher is a blobIndex whose lookups are slow enough (a round trip)
+// that the engine should ask for the trees it will read next ahead of time.
+type prefetcher interface {
+	Prefetch(trees []chunk.ID)
+}
+
 // indexObjectNoter is a blobIndex that keeps track of which index objects
 // it has read.
 type indexObjectNoter interface {

@@ -94,18 +94,24 @@ func (s *Session) Commit(ctx context.Context, sn *repo.Snapshot) (repo.SnapshotI
 	return repo.SnapshotID(resp.ID), nil
 }
 
-// remoteIndex answers the engine's index questions through the session:
-// lookups are batched across the engine's goroutines, and uploaded packs
-// are registered as the session's roots.
+// remoteIndex answers the engine's index questions through the session.
+// Lookups are batched across the engine's goroutines: one request is in
+// flight at a time, and whatever was asked meanwhile goes in the next, so
+// a lone question waits for nothing and busy readers share requests. Tree
+// locations can be asked ahead (Prefetch), so walking the parent snapshot
+// costs about one round trip per level, not one per directory.
 type remoteIndex struct {
 	s    *Session
 	ctx  context.Context
 	reqs chan lookupReq
+
+	mu    sync.Mutex
+	trees map[chunk.ID]index.Location // prefetched, each used once
 }
 
 type lookupReq struct {
 	ref  BlobRef
-	resp chan lookupResp
+	resp chan lookupResp // nil for a prefetch
 }
 
 type lookupResp struct {
@@ -113,15 +119,13 @@ type lookupResp struct {
 	err error
 }
 
-var _ blobIndex = (*remoteIndex)(nil)
-
-// lookupWindow: how long the batcher waits for more lookups once it has
-// one. The engine's readers ask as they hash, so a millisecond gathers the
-// concurrent ones without slowing a lone reader noticeably.
-const lookupWindow = time.Millisecond
+var (
+	_ blobIndex  = (*remoteIndex)(nil)
+	_ prefetcher = (*remoteIndex)(nil)
+)
 
 func newRemoteIndex(ctx context.Context, s *Session) *remoteIndex {
-	ri := &remoteIndex{s: s, ctx: ctx, reqs: make(chan lookupReq, 256)}
+	ri := &remoteIndex{s: s, ctx: ctx, reqs: make(chan lookupReq, 256), trees: map[chunk.ID]index.Location{}}
 	go ri.batchLoop()
 	return ri
 }
@@ -135,17 +139,15 @@ func (ri *remoteIndex) batchLoop() {
 		case r := <-ri.reqs:
 			batch = append(batch, r)
 		}
-		timer := time.NewTimer(lookupWindow)
 	gather:
 		for len(batch) < MaxLookupBatch {
 			select {
 			case r := <-ri.reqs:
 				batch = append(batch, r)
-			case <-timer.C:
+			default:
 				break gather
 			}
 		}
-		timer.Stop()
 		refs := make([]BlobRef, len(batch))
 		for i, r := range batch {
 			refs[i] = r.ref
@@ -156,17 +158,52 @@ func (ri *remoteIndex) batchLoop() {
 			err = fmt.Errorf("lookup: %d answers for %d blobs", len(resp.Found), len(batch))
 		}
 		for i, r := range batch {
-			if err != nil {
+			switch {
+			case r.resp == nil:
+				if err == nil && resp.Found[i] != nil {
+					ri.mu.Lock()
+					ri.trees[r.ref.ID] = locationOf(r.ref, resp.Found[i])
+					ri.mu.Unlock()
+				}
+			case err != nil:
 				r.resp <- lookupResp{err: err}
-			} else {
+			default:
 				r.resp <- lookupResp{loc: resp.Found[i]}
 			}
 		}
 	}
 }
 
+func locationOf(ref BlobRef, loc *BlobLocation) index.Location {
+	return index.Location{Pack: loc.Pack, Entry: repo.BlobEntry{
+		Type: ref.Type, ID: ref.ID, Offset: loc.Offset, Length: loc.Length, RawLength: loc.Raw,
+	}}
+}
+
+// Prefetch implements prefetcher: it asks for the trees' locations
+// without waiting for the answer. An unanswered prefetch costs nothing but
+// the later Lookup's own round trip.
+func (ri *remoteIndex) Prefetch(ids []chunk.ID) {
+	for _, id := range ids {
+		select {
+		case ri.reqs <- lookupReq{ref: BlobRef{Type: repo.TreeBlob, ID: id}}:
+		case <-ri.ctx.Done():
+			return
+		}
+	}
+}
+
 // Lookup implements blobIndex.
 func (ri *remoteIndex) Lookup(t repo.BlobType, id chunk.ID) (index.Location, bool, error) {
+	if t == repo.TreeBlob {
+		ri.mu.Lock()
+		loc, ok := ri.trees[id]
+		delete(ri.trees, id)
+		ri.mu.Unlock()
+		if ok {
+			return loc, true, nil
+		}
+	}
 	resp := make(chan lookupResp, 1)
 	select {
 	case ri.reqs <- lookupReq{ref: BlobRef{Type: t, ID: id}, resp: resp}:
@@ -182,9 +219,7 @@ func (ri *remoteIndex) Lookup(t repo.BlobType, id chunk.ID) (index.Location, boo
 	if r.err != nil || r.loc == nil {
 		return index.Location{}, false, r.err
 	}
-	return index.Location{Pack: r.loc.Pack, Entry: repo.BlobEntry{
-		Type: t, ID: id, Offset: r.loc.Offset, Length: r.loc.Length, RawLength: r.loc.Raw,
-	}}, true, nil
+	return locationOf(BlobRef{Type: t, ID: id}, r.loc), true, nil
 }
 
 // AddPacks implements blobIndex: the packs become the session's roots.

@@ -1,15 +1,21 @@
 package scheduler
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +87,8 @@ type testEnv struct {
 	srv   *httptest.Server
 	node  *agent.Client
 	src   string
+
+	lookupCalls, lookupTrees atomic.Int64 // requests to .../lookup, trees asked
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -97,7 +105,8 @@ func newTestEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	srv := httptest.NewServer(c.Handler())
+	e := &testEnv{c: c, clock: clock}
+	srv := httptest.NewServer(e.countLookups(c.Handler()))
 	t.Cleanup(srv.Close)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "f"), []byte("some file content"), 0o644); err != nil {
@@ -109,7 +118,33 @@ func newTestEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	node, _ := agent.NewClient(srv.URL, reg.Token, "", time.Minute)
-	return &testEnv{c: c, clock: clock, srv: srv, node: node, src: src}
+	e.srv, e.node, e.src = srv, node, src
+	return e
+}
+
+// countLookups counts the agents' lookup requests and the trees they ask
+// about, for tests of how chatty a backup is.
+func (e *testEnv) countLookups(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/lookup") {
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			var req agent.LookupRequest
+			if json.Unmarshal(body, &req) == nil {
+				for _, b := range req.Blobs {
+					if b.Type == repo.TreeBlob {
+						e.lookupTrees.Add(1)
+					}
+				}
+			}
+			e.lookupCalls.Add(1)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (e *testEnv) backup(t *testing.T) *repo.Snapshot {
@@ -134,6 +169,56 @@ func TestRemoteBackupCommitsThroughTheCoordinator(t *testing.T) {
 	sns, _ := e.c.local.Index.Snapshots()
 	if len(sns) != 2 {
 		t.Fatalf("catalog has %d snapshots", len(sns))
+	}
+}
+
+// A backup where nothing changed asks the coordinator about the parent's
+// trees ahead, a level at a time, and not at all about trees equal to the
+// parent's: a few requests, not two per directory.
+func TestRemoteNoChangeBackupAsksLittle(t *testing.T) {
+	e := newTestEnv(t)
+	const dirs = 30
+	for i := range dirs {
+		d := filepath.Join(e.src, fmt.Sprintf("d%02d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "f"), []byte(fmt.Sprint("file ", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Files modified just before a backup are read again by the next one
+	// (the racy-mtime rule); these are old.
+	old := time.Now().Add(-time.Hour)
+	err := filepath.WalkDir(e.src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		return os.Chtimes(p, old, old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := e.backup(t)
+	e.lookupCalls.Store(0)
+	e.lookupTrees.Store(0)
+	second := e.backup(t)
+	if second.Tree != first.Tree {
+		t.Fatalf("unchanged tree has a new root %s, want %s", second.Tree.Short(), first.Tree.Short())
+	}
+	// Before: 1 + 30 tree loads and 31 tree claims, one request each.
+	if calls, trees := e.lookupCalls.Load(), e.lookupTrees.Load(); calls > 6 || trees > dirs+4 {
+		t.Errorf("no-change backup of %d folders made %d lookup requests asking about %d trees; want at most 6 and %d", dirs+1, calls, trees, dirs+4)
+	}
+
+	// A change below one folder: that folder's tree and the root's are new,
+	// claimed, uploaded, and the commit is accepted.
+	if err := os.WriteFile(filepath.Join(e.src, "d07", "f"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	third := e.backup(t)
+	if third.Tree == second.Tree || third.Summary.TreesNew != 2 {
+		t.Errorf("one changed folder: root %s (was %s), %d new trees, want a new root and 2", third.Tree.Short(), second.Tree.Short(), third.Summary.TreesNew)
 	}
 }
 
