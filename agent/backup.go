@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/index"
@@ -122,9 +123,20 @@ type dirJob struct {
 // exactly the chunk's size: a pool of maximum-size (8 MiB) copies allocated
 // 8 MiB per small file whenever the GC had emptied the pool.
 type saveJob struct {
+	typ  repo.BlobType
 	id   chunk.ID
 	data []byte
+	held int64 // of claimBudget, while it waits for its claim
 }
+
+// With an index whose lookups are round trips, readers hand each chunk,
+// and the finisher each tree, to claimWorkers goroutines and go on; the
+// workers' lookups share requests. claimBudget bounds the bytes waiting
+// for an answer.
+const (
+	claimWorkers = 64
+	claimBudget  = 32 << 20
+)
 
 type devIno struct{ dev, ino uint64 }
 
@@ -142,9 +154,11 @@ type backup struct {
 	claimMu sync.Mutex
 	claimed map[repo.BlobType]map[chunk.ID]struct{}
 
-	files chan *fileJob
-	saves chan saveJob
-	dirs  chan *dirJob
+	files  chan *fileJob
+	claims chan saveJob // nil: readers claim themselves
+	saves  chan saveJob
+	dirs   chan *dirJob
+	held   *semaphore.Weighted // of claimBudget
 
 	hardlinks map[devIno]*fileJob // walker goroutine only
 
@@ -293,16 +307,33 @@ func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo
 	b.dirs = make(chan *dirJob, 64)
 
 	g, ctx := errgroup.WithContext(ctx)
-	var readersWG sync.WaitGroup
+	// Producers of chunks and trees: the readers and the finisher.
+	var producersWG sync.WaitGroup
 	for range readers {
-		readersWG.Add(1)
+		producersWG.Add(1)
 		g.Go(func() error {
-			defer readersWG.Done()
+			defer producersWG.Done()
 			return b.readLoop(ctx)
 		})
 	}
+	var claimersWG sync.WaitGroup
+	if _, slow := b.ix.(prefetcher); slow {
+		b.claims = make(chan saveJob, claimWorkers)
+		b.held = semaphore.NewWeighted(claimBudget)
+		for range claimWorkers {
+			claimersWG.Add(1)
+			g.Go(func() error {
+				defer claimersWG.Done()
+				return b.claimLoop(ctx)
+			})
+		}
+	}
 	g.Go(func() error {
-		readersWG.Wait()
+		producersWG.Wait()
+		if b.claims != nil {
+			close(b.claims)
+			claimersWG.Wait()
+		}
 		close(b.saves)
 		return nil
 	})
@@ -312,7 +343,11 @@ func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo
 		g.Go(func() error { return b.saveLoop(ctx) })
 	}
 	var root *dirJob
-	g.Go(func() error { return b.finishLoop(ctx) })
+	producersWG.Add(1)
+	g.Go(func() error {
+		defer producersWG.Done()
+		return b.finishLoop(ctx)
+	})
 	g.Go(func() error {
 		defer close(b.dirs)
 		defer close(b.files)
@@ -645,9 +680,37 @@ func (b *backup) readFile(ctx context.Context, sp *chunk.Splitter, job *fileJob)
 	return b.chunkStream(ctx, sp, f)
 }
 
+// claimLoop asks whether each chunk is new and passes the new ones on to
+// the savers.
+func (b *backup) claimLoop(ctx context.Context) error {
+	for sj := range b.claims {
+		isNew, err := b.claim(sj.typ, sj.id)
+		if err != nil {
+			return fatalError{fmt.Errorf("index lookup: %w", err)}
+		}
+		switch {
+		case isNew && sj.typ == repo.TreeBlob:
+			b.sum.treesNew.Add(1)
+		case isNew:
+			b.sum.chunksNew.Add(1)
+		case sj.typ == repo.DataBlob:
+			b.sum.chunksReused.Add(1)
+		}
+		if isNew {
+			select {
+			case b.saves <- saveJob{typ: sj.typ, id: sj.id, data: sj.data}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		b.held.Release(sj.held)
+	}
+	return nil
+}
+
 func (b *backup) saveLoop(ctx context.Context) error {
 	for sj := range b.saves {
-		_, err := b.up.Add(ctx, repo.DataBlob, sj.id, sj.data)
+		_, err := b.up.Add(ctx, sj.typ, sj.id, sj.data)
 		if err != nil {
 			return fatalError{err}
 		}
@@ -712,6 +775,9 @@ func (b *backup) storeTree(ctx context.Context, tree *repo.Tree, where string, p
 	id := b.r.Hasher().Sum(data)
 	if !parentID.IsZero() && id == parentID {
 		return id, nil
+	}
+	if b.claims != nil {
+		return id, b.handOff(ctx, repo.TreeBlob, id, data)
 	}
 	isNew, err := b.claim(repo.TreeBlob, id)
 	if err != nil {

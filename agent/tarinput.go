@@ -281,6 +281,12 @@ func (b *backup) chunkStream(ctx context.Context, sp *chunk.Splitter, r io.Reade
 		if p := b.opts.Progress; p != nil {
 			p.BytesRead.Add(uint64(len(c.Data)))
 		}
+		if b.claims != nil {
+			if err := b.handOff(ctx, repo.DataBlob, c.ID, bytes.Clone(c.Data)); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
 		isNew, err := b.claim(repo.DataBlob, c.ID)
 		if err != nil {
 			return nil, 0, fatalError{fmt.Errorf("index lookup: %w", err)}
@@ -291,10 +297,26 @@ func (b *backup) chunkStream(ctx context.Context, sp *chunk.Splitter, r io.Reade
 		}
 		b.sum.chunksNew.Add(1)
 		select {
-		case b.saves <- saveJob{id: c.ID, data: bytes.Clone(c.Data)}:
+		case b.saves <- saveJob{typ: repo.DataBlob, id: c.ID, data: bytes.Clone(c.Data)}:
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
 		}
+	}
+}
+
+// handOff passes a blob (data the caller no longer touches) to the claim
+// workers once the budget of blobs waiting for an answer has room for it.
+func (b *backup) handOff(ctx context.Context, t repo.BlobType, id chunk.ID, data []byte) error {
+	held := min(int64(len(data)), claimBudget)
+	if err := b.held.Acquire(ctx, held); err != nil {
+		return err
+	}
+	select {
+	case b.claims <- saveJob{typ: t, id: id, data: data, held: held}:
+		return nil
+	case <-ctx.Done():
+		b.held.Release(held)
+		return ctx.Err()
 	}
 }
 

@@ -222,6 +222,36 @@ func TestRemoteNoChangeBackupAsksLittle(t *testing.T) {
 	}
 }
 
+// An initial backup of many small files does not ask about each chunk in
+// its own round trip: readers hand chunks to claim workers and go on, and
+// the workers' questions share requests.
+func TestRemoteInitialBackupBatchesLookups(t *testing.T) {
+	e := newTestEnv(t)
+	const files = 300
+	for i := range files {
+		d := filepath.Join(e.src, fmt.Sprintf("d%d", i%10))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprint(i)), []byte(fmt.Sprint("small file ", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn := e.backup(t)
+	// 301 data chunks (f too) and 11 trees; two readers asking in turn made
+	// one request per one or two of them.
+	if calls := e.lookupCalls.Load(); calls > files/5 {
+		t.Errorf("initial backup of %d files made %d lookup requests, want at most %d", files+1, calls, files/5)
+	}
+	if got := sn.Summary; got.ChunksNew != files+1 || got.TreesNew != 11 || got.FilesNew != files+1 {
+		t.Errorf("summary %+v: want %d new files and chunks, 11 new trees", got, files+1)
+	}
+	tree, err := agent.LoadTree(context.Background(), e.c.cfg.Repo, e.c.local.Index, sn.Tree)
+	if err != nil || len(tree.Nodes) != 11 {
+		t.Fatalf("root tree: %v, %d entries", err, len(tree.Nodes))
+	}
+}
+
 // forgeCommit opens a session and commits a tree that references a data
 // chunk the repository holds but the session was never told about.
 func forgeCommit(t *testing.T, e *testEnv, lookupFirst bool) error {
