@@ -83,6 +83,9 @@ type TraitsProvider interface {
 	Traits() Traits
 }
 
+// TraitsOf describes st; a store that does not describe itself is remote.
+func TraitsOf(st Store) Traits { return traitsOf(st) }
+
 func traitsOf(st Store) Traits {
 	if tp, ok := st.(TraitsProvider); ok {
 		return tp.Traits()
