@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairn-backup/cairn/agent"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/mem"
 	"github.com/cairn-backup/cairn/repo/storetest"
 )
 
@@ -259,4 +260,41 @@ func TestFlippedByteInPackFailsRestoreNamingThePack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Subdirectories are walked in parallel: the snapshot must not depend on
+// which walker got there first, a file with names in many folders walked
+// at once is still read once, and the tree restores exactly.
+func TestParallelWalkIsDeterministic(t *testing.T) {
+	src := t.TempDir()
+	rnd := rand.New(rand.NewPCG(7, 7))
+	shared := filepath.Join(src, "shared.bin")
+	writeFile(t, shared, randBytes(rnd, 64<<10))
+	var want uint64 = 64 << 10
+	for i := range 40 {
+		d := filepath.Join(src, fmt.Sprintf("a%02d", i%8), fmt.Sprintf("b%02d", i), "c")
+		data := randBytes(rnd, 1+rnd.IntN(4<<10))
+		writeFile(t, filepath.Join(d, "f"), data)
+		want += uint64(len(data))
+		if err := os.Link(shared, filepath.Join(d, "link")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ageTree(t, src)
+	l := newLocal(t, mem.New())
+	first := snapshot(t, l, src, nil)
+	if got := first.Summary.BytesRead; got != want {
+		t.Errorf("read %d bytes, want %d (the shared file once)", got, want)
+	}
+	for range 3 {
+		again := snapshot(t, l, src, func(o *agent.BackupOptions) { o.Rehash = true })
+		if again.Tree != first.Tree {
+			t.Fatalf("same tree, new root %s (was %s)", again.Tree.Short(), first.Tree.Short())
+		}
+	}
+	dst := t.TempDir()
+	if _, err := agent.Restore(context.Background(), l.Repo, l.Index, first, "", agent.RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, dst)
 }

@@ -112,7 +112,7 @@ type dirJob struct {
 	rel     string
 	nodes   []repo.Node
 	files   []pendingFile
-	subdirs []pendingDir
+	subdirs []*pendingDir
 	treeID  chunk.ID
 	// parentID is the parent snapshot's tree at the same place, if it was
 	// read: a tree equal to it is stored and pinned, so nobody is asked.
@@ -160,7 +160,12 @@ type backup struct {
 	dirs   chan *dirJob
 	held   *semaphore.Weighted // of claimBudget
 
-	hardlinks map[devIno]*fileJob // walker goroutine only
+	hardlinkMu sync.Mutex
+	hardlinks  map[devIno]*fileJob
+
+	// walkers: slots for walking subdirectories in parallel with their
+	// siblings; a walker that finds none walks the subdirectory itself.
+	walkers chan struct{}
 
 	sum struct {
 		filesNew, filesChanged, filesUnchanged, dirs, errors    atomic.Uint64
@@ -266,6 +271,7 @@ func newBackup(r *repo.Repository, ix blobIndex, opts BackupOptions) *backup {
 		claimed:   map[repo.BlobType]map[chunk.ID]struct{}{repo.DataBlob: {}, repo.TreeBlob: {}},
 		hardlinks: map[devIno]*fileJob{},
 		racyAt:    -1 << 63,
+		walkers:   make(chan struct{}, max(walkParallelism, runtime.GOMAXPROCS(0))-1),
 	}
 	b.params = r.Config().Chunker
 	return b
@@ -413,6 +419,11 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 	if parent != nil {
 		dj.parentID = parentID
 	}
+	// Subdirectories walked by other goroutines; this directory goes to
+	// the finisher only after them, so the finisher still sees post order.
+	var subdirs errgroup.Group
+	// On an early return too: they send on channels closed after the walk.
+	defer func() { _ = subdirs.Wait() }()
 	var names []string
 	if only != "" {
 		names = []string{only}
@@ -460,27 +471,25 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 			}
 			dj.nodes = append(dj.nodes, node)
 		case repo.NodeDir:
-			var ptree *repo.Tree
-			if pn != nil && pn.Type == repo.NodeDir {
-				ptree, err = b.loadTree(ctx, pn.Subtree)
-				if err != nil {
-					if ctx.Err() != nil {
-						return nil, ctx.Err()
-					}
-					b.reportError(full, fmt.Errorf("parent tree unreadable, reading everything below: %w", err))
-					ptree = nil
+			pd := &pendingDir{idx: len(dj.nodes)}
+			dj.subdirs = append(dj.subdirs, pd)
+			dj.nodes = append(dj.nodes, node)
+			walk := func() error {
+				var err error
+				pd.child, err = b.walkSubdir(ctx, full, relName, pn)
+				return err
+			}
+			select {
+			case b.walkers <- struct{}{}:
+				subdirs.Go(func() error {
+					defer func() { <-b.walkers }()
+					return walk()
+				})
+			default:
+				if err := walk(); err != nil {
+					return nil, err
 				}
 			}
-			var ptreeID chunk.ID
-			if ptree != nil {
-				ptreeID = pn.Subtree
-			}
-			child, err := b.walkDir(ctx, full, relName, ptree, ptreeID, "")
-			if err != nil {
-				return nil, err
-			}
-			dj.subdirs = append(dj.subdirs, pendingDir{idx: len(dj.nodes), child: child})
-			dj.nodes = append(dj.nodes, node)
 		case repo.NodeFile:
 			b.sum.totalSize.Add(node.Size)
 			if b.unchanged(pn, &node) {
@@ -493,15 +502,8 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 				dj.nodes = append(dj.nodes, node)
 				continue
 			}
-			job := b.hardlinkJob(&node)
-			if job == nil {
-				job = &fileJob{abs: full, rel: relName, node: node, done: make(chan struct{})}
-				if pn != nil {
-					job.status = statusChanged
-				}
-				if node.Links > 1 {
-					b.hardlinks[devIno{node.Device, node.Inode}] = job
-				}
+			job, fresh := b.jobFor(full, relName, &node, pn != nil)
+			if fresh {
 				select {
 				case b.files <- job:
 				case <-ctx.Done():
@@ -514,6 +516,9 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 			dj.nodes = append(dj.nodes, node)
 		}
 	}
+	if err := subdirs.Wait(); err != nil {
+		return nil, err
+	}
 	select {
 	case b.dirs <- dj:
 	case <-ctx.Done():
@@ -522,17 +527,51 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 	return dj, nil
 }
 
-// hardlinkJob returns the job already reading another name of the same
-// inode, so a file with several names is read once per backup.
-func (b *backup) hardlinkJob(n *repo.Node) *fileJob {
-	if n.Links < 2 {
-		return nil
+// walkParallelism: directories walked at once, at least. Walking is mostly
+// system calls (listing, lstat) that wait on the disk when the metadata is
+// not cached, so even one core gains from a few walkers.
+const walkParallelism = 4
+
+// walkSubdir walks the subdirectory at abs against pn, its entry in the
+// parent snapshot's listing, if any.
+func (b *backup) walkSubdir(ctx context.Context, abs, rel string, pn *repo.Node) (*dirJob, error) {
+	var ptree *repo.Tree
+	var ptreeID chunk.ID
+	if pn != nil && pn.Type == repo.NodeDir {
+		var err error
+		ptree, err = b.loadTree(ctx, pn.Subtree)
+		switch {
+		case err == nil:
+			ptreeID = pn.Subtree
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		default:
+			b.reportError(abs, fmt.Errorf("parent tree unreadable, reading everything below: %w", err))
+		}
 	}
-	j := b.hardlinks[devIno{n.Device, n.Inode}]
-	if j == nil || j.node.Size != n.Size || j.node.ModTime != n.ModTime {
-		return nil
+	return b.walkDir(ctx, abs, rel, ptree, ptreeID, "")
+}
+
+// jobFor returns the job that reads the file at abs: a fresh one to
+// queue, or the job already reading another name of the same inode, so a
+// file with several names is read once per backup.
+func (b *backup) jobFor(abs, rel string, n *repo.Node, changed bool) (job *fileJob, fresh bool) {
+	key := devIno{n.Device, n.Inode}
+	if n.Links > 1 {
+		b.hardlinkMu.Lock()
+		defer b.hardlinkMu.Unlock()
+		if j := b.hardlinks[key]; j != nil && j.node.Size == n.Size && j.node.ModTime == n.ModTime {
+			return j, false
+		}
 	}
-	return j
+	job = &fileJob{abs: abs, rel: rel, node: *n, done: make(chan struct{})}
+	if changed {
+		job.status = statusChanged
+	}
+	if n.Links > 1 {
+		b.hardlinks[key] = job
+	}
+	return job, true
 }
 
 // unchanged is the per-file change detection: same type, size, mtime,

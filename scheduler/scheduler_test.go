@@ -206,9 +206,11 @@ func TestRemoteNoChangeBackupAsksLittle(t *testing.T) {
 	if second.Tree != first.Tree {
 		t.Fatalf("unchanged tree has a new root %s, want %s", second.Tree.Short(), first.Tree.Short())
 	}
-	// Before: 1 + 30 tree loads and 31 tree claims, one request each.
-	if calls, trees := e.lookupCalls.Load(), e.lookupTrees.Load(); calls > 6 || trees > dirs+4 {
-		t.Errorf("no-change backup of %d folders made %d lookup requests asking about %d trees; want at most 6 and %d", dirs+1, calls, trees, dirs+4)
+	// Before: 1 + 30 tree loads and 31 tree claims, one request each. A
+	// few trees may be asked twice: parallel walkers can ask before the
+	// prefetch is answered.
+	if calls, trees := e.lookupCalls.Load(), e.lookupTrees.Load(); calls > 6 || trees > dirs+10 {
+		t.Errorf("no-change backup of %d folders made %d lookup requests asking about %d trees; want at most 6 and %d", dirs+1, calls, trees, dirs+10)
 	}
 
 	// A change below one folder: that folder's tree and the root's are new,
