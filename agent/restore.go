@@ -63,6 +63,14 @@ type restoreFile struct {
 	node repo.Node
 }
 
+// plannedFile is a regular file of the batch being written.
+type plannedFile struct {
+	restoreFile
+	// left counts the file's blob uses not yet written; the writer of the
+	// last one sets the file's metadata through its open descriptor.
+	left atomic.Int32
+}
+
 type blobUse struct {
 	entry repo.BlobEntry
 	file  int32
@@ -72,7 +80,7 @@ type blobUse struct {
 // restorePlan is what is left to do. files and byPack hold one batch and
 // are emptied each time it is written; the rest waits for the end.
 type restorePlan struct {
-	files    []restoreFile
+	files    []*plannedFile
 	byPack   map[repo.PackID][]blobUse
 	bytes    int64         // of files' contents
 	dirs     []restoreFile // post order: children before parents
@@ -166,8 +174,10 @@ func Restore(ctx context.Context, r *repo.Repository, ix blobIndex, sn *repo.Sna
 	defer root.Close()
 
 	rs := &restorer{r: r, ix: ix, root: root, opts: opts, owner: owner, stats: &st,
-		plan: restorePlan{byPack: map[repo.PackID][]blobUse{}}, linkSeen: map[devIno]string{}, dirs: newDirCache(root)}
+		plan: restorePlan{byPack: map[repo.PackID][]blobUse{}}, linkSeen: map[devIno]string{}, dirs: newDirCache(root),
+		fresh: map[string]bool{}}
 	defer rs.dirs.close()
+	defer rs.closeWriters()
 	if node == nil { // the snapshot's root: its entries go into Target
 		err = rs.planTree(ctx, "", tree)
 	} else { // a subtree or one file: it goes into Target under its name
@@ -192,9 +202,18 @@ type restorer struct {
 	plan     restorePlan
 	linkSeen map[devIno]string
 	dirs     *dirCache // for planning and finishing, one goroutine
+	// fresh: directories this restore created, so empty: their entries
+	// need no check for something already there.
+	fresh map[string]bool
+
+	writersMu sync.Mutex
+	writers   []*fileWriter // idle, each with its directory cache
+	warnMu    sync.Mutex
 }
 
 func (rs *restorer) warn(p string, err error) {
+	rs.warnMu.Lock()
+	defer rs.warnMu.Unlock()
 	if rs.opts.OnWarning != nil {
 		rs.opts.OnWarning(p, err)
 	}
@@ -203,6 +222,9 @@ func (rs *restorer) warn(p string, err error) {
 // clear removes whatever is at rel unless it is a real directory and keep
 // says directories may stay; it never follows a symlink.
 func (rs *restorer) clear(rel string, keepDir bool) error {
+	if dir, _ := splitRel(rel); rs.fresh[dir] {
+		return nil
+	}
 	st, exists, err := rs.dirs.lstat(rel)
 	if err != nil || !exists {
 		return err
@@ -238,7 +260,10 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) erro
 		if err := rs.clear(rel, true); err != nil {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
-		if err := rs.dirs.mkdir(rel, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		switch err := rs.dirs.mkdir(rel, 0o700); {
+		case err == nil:
+			rs.fresh[rel] = true
+		case !errors.Is(err, fs.ErrExist):
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
 		sub, err := LoadTree(ctx, rs.r, rs.ix, n.Subtree)
@@ -265,14 +290,14 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) erro
 			}
 			rs.linkSeen[key] = rel
 		}
-		f, err := rs.dirs.open(rel, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+		fd, err := rs.dirs.open(rel, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
 		// Setting the size first leaves all-zero chunks as holes: a sparse
 		// file comes back sparse.
-		err = f.Truncate(int64(n.Size))
-		if cerr := f.Close(); err == nil {
+		err = unix.Ftruncate(fd, int64(n.Size))
+		if cerr := unix.Close(fd); err == nil {
 			err = cerr
 		}
 		if err != nil {
@@ -296,7 +321,8 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node) erro
 		}
 		meta := *n
 		meta.Content = nil
-		rs.plan.files = append(rs.plan.files, restoreFile{rel: rel, node: meta})
+		rs.plan.files = append(rs.plan.files, &plannedFile{restoreFile: restoreFile{rel: rel, node: meta}})
+		rs.plan.files[idx].left.Store(int32(len(n.Content)))
 		rs.plan.bytes += int64(n.Size)
 		rs.stats.Files++
 		if len(rs.plan.files) >= rs.opts.BatchFiles || rs.plan.bytes >= rs.opts.BatchBytes {
@@ -339,9 +365,10 @@ func (rs *restorer) writeBatch(ctx context.Context) error {
 	if err := rs.fetchAll(ctx); err != nil {
 		return err
 	}
-	for i := range rs.plan.files {
-		f := &rs.plan.files[i]
-		rs.applyMeta(f.rel, &f.node, false)
+	for _, f := range rs.plan.files {
+		if f.node.Size == 0 { // no blobs, so no writer set it
+			rs.applyMeta(f.rel, &f.node, false)
+		}
 	}
 	clear(rs.plan.files)
 	rs.plan.files = rs.plan.files[:0]
@@ -375,8 +402,8 @@ func (rs *restorer) fetchAll(ctx context.Context) error {
 
 func (rs *restorer) fetchPack(ctx context.Context, pid repo.PackID, uses []blobUse) (uint64, error) {
 	sort.Slice(uses, func(i, j int) bool { return uses[i].entry.Offset < uses[j].entry.Offset })
-	fw := &fileWriter{dirs: newDirCache(rs.root)}
-	defer fw.close()
+	fw := rs.takeWriter()
+	defer rs.putWriter(fw)
 	var blobs uint64
 	maxGap := rangeGap(rs.r.Store())
 	for start := 0; start < len(uses); {
@@ -396,14 +423,25 @@ func (rs *restorer) fetchPack(ctx context.Context, pid repo.PackID, uses []blobU
 			for next < len(group) && group[next].entry.Offset == e.Offset {
 				u := group[next]
 				next++
-				if zero {
-					continue // a hole: the file already reads as zeros there
+				f := rs.plan.files[u.file]
+				// An all-zero chunk is a hole: the file already reads as
+				// zeros there.
+				if !zero {
+					if err := fw.writeAt(f.rel, plain, u.off); err != nil {
+						return err
+					}
+					if rs.opts.BytesWritten != nil {
+						rs.opts.BytesWritten.Add(uint64(len(plain)))
+					}
 				}
-				if err := fw.writeAt(rs.plan.files[u.file].rel, plain, u.off); err != nil {
-					return err
-				}
-				if rs.opts.BytesWritten != nil {
-					rs.opts.BytesWritten.Add(uint64(len(plain)))
+				if f.left.Add(-1) == 0 {
+					fd, err := fw.fd(f.rel)
+					if err != nil {
+						return err
+					}
+					for _, err := range fw.dirs.setMetaFD(fd, f.rel, rs.owner, int(f.node.UID), int(f.node.GID), f.node.Mode, f.node.ModTime) {
+						rs.warn(f.rel, err)
+					}
 				}
 			}
 			return nil
@@ -453,31 +491,51 @@ func allZero(b []byte) bool {
 
 // fileWriter keeps the last file open: consecutive blobs of a pack often
 // belong to the same file.
+// fileWriter writes file contents for one fetcher goroutine; it keeps
+// the last file open, since a pack's blobs of one file are usually
+// adjacent, and its directory cache for the whole restore.
 type fileWriter struct {
 	dirs *dirCache
 	rel  string
-	f    *os.File
+	f    int // -1: none open
+}
+
+// fd returns a descriptor of rel open for writing.
+func (w *fileWriter) fd(rel string) (int, error) {
+	if w.f >= 0 && w.rel == rel {
+		return w.f, nil
+	}
+	w.closeFile()
+	fd, err := w.dirs.open(rel, unix.O_WRONLY, 0)
+	if err != nil {
+		return -1, fmt.Errorf("restore %s: %w", rel, err)
+	}
+	w.f, w.rel = fd, rel
+	return fd, nil
 }
 
 func (w *fileWriter) writeAt(rel string, data []byte, off int64) error {
-	if w.f == nil || w.rel != rel {
-		w.closeFile()
-		f, err := w.dirs.open(rel, unix.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("restore %s: %w", rel, err)
-		}
-		w.f, w.rel = f, rel
+	fd, err := w.fd(rel)
+	if err != nil {
+		return err
 	}
-	if _, err := w.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("restore %s: %w", rel, err)
+	for len(data) > 0 {
+		n, err := unix.Pwrite(fd, data, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", rel, &os.PathError{Op: "write", Path: rel, Err: err})
+		}
+		data, off = data[n:], off+int64(n)
 	}
 	return nil
 }
 
 func (w *fileWriter) closeFile() {
-	if w.f != nil {
-		_ = w.f.Close()
-		w.f = nil
+	if w.f >= 0 {
+		_ = unix.Close(w.f)
+		w.f = -1
 	}
 }
 
@@ -486,18 +544,36 @@ func (w *fileWriter) close() {
 	w.dirs.close()
 }
 
-func fileMode(m uint32) os.FileMode {
-	mode := os.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= os.ModeSetuid
+// takeWriter returns an idle writer, with the directories it opened for
+// earlier packs still open.
+func (rs *restorer) takeWriter() *fileWriter {
+	rs.writersMu.Lock()
+	defer rs.writersMu.Unlock()
+	if n := len(rs.writers); n > 0 {
+		w := rs.writers[n-1]
+		rs.writers = rs.writers[:n-1]
+		return w
 	}
-	if m&0o2000 != 0 {
-		mode |= os.ModeSetgid
+	return &fileWriter{dirs: newDirCache(rs.root), f: -1}
+}
+
+// putWriter returns a writer to the idle list. Its file is closed: the
+// next pack rarely continues it, and a batch ends with no file open.
+func (rs *restorer) putWriter(w *fileWriter) {
+	w.closeFile()
+	rs.writersMu.Lock()
+	defer rs.writersMu.Unlock()
+	rs.writers = append(rs.writers, w)
+}
+
+// closeWriters closes the idle writers' directories.
+func (rs *restorer) closeWriters() {
+	rs.writersMu.Lock()
+	defer rs.writersMu.Unlock()
+	for _, w := range rs.writers {
+		w.close()
 	}
-	if m&0o1000 != 0 {
-		mode |= os.ModeSticky
-	}
-	return mode
+	rs.writers = nil
 }
 
 // finish creates hard links, special files and symlinks, then applies
@@ -596,7 +672,7 @@ func (rs *restorer) applyMeta(rel string, n *repo.Node, symlink bool) {
 		}
 		return
 	}
-	for _, err := range rs.dirs.setMeta(rel, n.Type == repo.NodeDir, rs.owner, int(n.UID), int(n.GID), fileMode(n.Mode), n.ModTime) {
+	for _, err := range rs.dirs.setMeta(rel, n.Type == repo.NodeDir, rs.owner, int(n.UID), int(n.GID), n.Mode, n.ModTime) {
 		rs.warn(rel, err)
 	}
 }
