@@ -43,13 +43,18 @@ func TestQuickRun(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/cairn-backup/cairn/cmd/cairn").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	tools := append([]bench.Tool{bench.Cairn{Bin: bin}, &bench.Fleet{Bin: bin}}, bench.FindPeers()...)
+	// Restores go to their own folder, as onto a tmpfs.
+	restores := filepath.Join(dir, "restores")
+	if err := os.MkdirAll(restores, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tools := append([]bench.Tool{bench.Cairn{Bin: bin}, &bench.Fleet{Bin: bin, RestoreDir: restores}}, bench.FindPeers()...)
 	s3cfg := storetest.MinIOConfig(t)
 	targets := []bench.Target{bench.LocalTarget, {Name: "minio", S3: &bench.S3Endpoint{
 		Endpoint: s3cfg.Endpoint, Bucket: s3cfg.Bucket, AccessKey: s3cfg.AccessKey, SecretKey: s3cfg.SecretKey}}}
 	spec := bench.Spec{Files: 200, Seed: 1, LargeEvery: 100, LargeSize: 1 << 20, Compressible: 0.5}
 	ms, err := bench.Run(context.Background(), bench.Options{
-		Tools: tools, Reps: 1, Work: filepath.Join(dir, "work"), Dedup: true, Targets: targets,
+		Tools: tools, Reps: 1, Work: filepath.Join(dir, "work"), RestoreDir: restores, Dedup: true, Targets: targets,
 		Data: func(d string) error { _, err := bench.Generate(d, spec); return err },
 		Next: func(d string, i int) error {
 			_, err := bench.Mutate(d, bench.Change{Fraction: 0.05, Seed: uint64(i)})
@@ -58,6 +63,9 @@ func TestQuickRun(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(restores); len(left) > 0 {
+		t.Errorf("restores left behind in %s: %v", restores, left)
 	}
 	stats := bench.Summarise(ms)
 	if len(stats) != len(bench.Scenarios)*len(tools)*len(targets) {

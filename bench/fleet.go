@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,8 @@ import (
 // daemons' CPU time and each process's peak RSS.
 type Fleet struct {
 	Bin string
+	// RestoreDir is where restores may go besides the scratch folder.
+	RestoreDir string
 
 	coord, agent *exec.Cmd
 	url, token   string
@@ -55,7 +58,7 @@ func (f *Fleet) Prepare(dir, src string, loc Location) ([]string, error) {
 	}
 	if f.agent, err = f.daemon(dir, "agent", env, "agent", "--node", "bench", "--listen", aport, "--advertise", aport,
 		"--coordinator", f.url, "--enroll-token", "bench-enroll", "--register", src, "--every", "24h",
-		"--restore-root", dir); err != nil {
+		"--restore-root", dir, "--restore-root", cmp.Or(f.RestoreDir, dir)); err != nil {
 		f.Close()
 		return nil, err
 	}

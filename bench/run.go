@@ -57,6 +57,10 @@ type Options struct {
 	// Targets are where repositories live; none means LocalTarget.
 	Targets []Target
 	Work    string // scratch folder
+	// RestoreDir, if set, holds the restore targets instead of Work: a
+	// tmpfs there measures the tools rather than the file system (ext4
+	// that just freed many inodes creates files several times slower).
+	RestoreDir string
 	// Dedup runs the 10-version scenario (slow on big trees).
 	Dedup bool
 	Log   func(string)
@@ -166,6 +170,10 @@ func runTool(ctx context.Context, t Tool, o Options, rep int, tg Target, proxy *
 		return out, err
 	}
 	dst := filepath.Join(dir, "restore")
+	if o.RestoreDir != "" {
+		dst = filepath.Join(o.RestoreDir, filepath.Base(dir))
+		defer os.RemoveAll(dst)
+	}
 	if err := measure(ScRestore, t.Restore(src, dst)); err != nil {
 		return out, err
 	}

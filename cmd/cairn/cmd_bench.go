@@ -16,7 +16,7 @@ func newBenchCmd() *cobra.Command {
 	var spec bench.Spec
 	var change float64
 	var reps int
-	var realDir, work, out, resticBin, s3Endpoint, s3Bucket string
+	var realDir, work, restoreDir, out, resticBin, s3Endpoint, s3Bucket string
 	var nextDirs []string
 	var noPeers, dedup, quick, noLocal, fleet bool
 	cmd := &cobra.Command{
@@ -42,7 +42,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 			}
 			tools := []bench.Tool{bench.Cairn{Bin: self}}
 			if fleet {
-				tools = append(tools, &bench.Fleet{Bin: self})
+				tools = append(tools, &bench.Fleet{Bin: self, RestoreDir: restoreDir})
 			}
 			if !noPeers {
 				if resticBin != "" {
@@ -72,6 +72,12 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 					return exec.Command("cp", "-a", realDir+"/.", dir).Run()
 				}
 				desc = fmt.Sprintf("Real tree %s, %.1f%% changed per version; %d repetitions; warm page cache.", realDir, 100*change, reps)
+			}
+			if restoreDir != "" {
+				if err := os.MkdirAll(restoreDir, 0o700); err != nil {
+					return err
+				}
+				desc += fmt.Sprintf(" Restores into %s.", restoreDir)
 			}
 			next := func(dir string, i int) error {
 				_, err := bench.Mutate(dir, bench.Change{Fraction: change, Seed: spec.Seed + uint64(i)})
@@ -111,7 +117,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 				return usageError{"--no-local without --s3 leaves nothing to measure"}
 			}
 			ms, err := bench.Run(cmd.Context(), bench.Options{
-				Tools: tools, Data: data, Reps: reps, Work: work, Dedup: dedup, Next: next, Targets: targets,
+				Tools: tools, Data: data, Reps: reps, Work: work, RestoreDir: restoreDir, Dedup: dedup, Next: next, Targets: targets,
 				Log: func(s string) { fmt.Fprintln(os.Stderr, "bench:", s) },
 			})
 			if err != nil {
@@ -144,6 +150,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 	f.BoolVar(&noLocal, "no-local", false, "with --s3: skip the local-folder repositories")
 	f.BoolVar(&fleet, "fleet", false, "also measure fleet mode: a coordinator and an agent as daemons, backups by backup-now --wait, restores on the node; the report gives each process's peak RSS")
 	f.StringVar(&work, "work", "", "scratch folder (default: a temporary one)")
+	f.StringVar(&restoreDir, "restore-dir", "", "restore into this folder instead of the scratch folder (a tmpfs such as /dev/shm measures the tools, not the disk's state)")
 	f.StringVar(&out, "out", "", "write report.md, report.json and chart.svg here")
 	f.StringVar(&resticBin, "restic", "", "restic binary (default: restic on PATH)")
 	f.BoolVar(&noPeers, "no-peers", false, "measure cairn only")
