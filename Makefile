@@ -14,7 +14,7 @@ build:
 # Builds MinIO once into .tools/ (from the Go module proxy), starts it on a
 # free loopback port, runs every test against it (none may skip), stops it.
 test: build
-	scripts/with-minio.sh $(GO) test -count=1 -race -timeout 20m $(PKGS)
+	PATH="$(CURDIR)/.tools/bin:$$PATH" scripts/with-minio.sh $(GO) test -count=1 -race -timeout 20m $(PKGS)
 
 # Unit tests without MinIO; the S3 cases skip.
 test-short:

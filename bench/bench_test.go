@@ -48,7 +48,7 @@ func TestQuickRun(t *testing.T) {
 	if err := os.MkdirAll(restores, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	tools := append([]bench.Tool{bench.Cairn{Bin: bin}, &bench.Fleet{Bin: bin, RestoreDir: restores}}, bench.FindPeers()...)
+	tools := append([]bench.Tool{bench.Cairn{Bin: bin}, &bench.Fleet{Bin: bin, RestoreDir: restores}}, bench.FindPeers("", "")...)
 	s3cfg := storetest.MinIOConfig(t)
 	targets := []bench.Target{bench.LocalTarget, {Name: "minio", S3: &bench.S3Endpoint{
 		Endpoint: s3cfg.Endpoint, Bucket: s3cfg.Bucket, AccessKey: s3cfg.AccessKey, SecretKey: s3cfg.SecretKey}}}
@@ -79,7 +79,9 @@ func TestQuickRun(t *testing.T) {
 		if onS3 := s.Target == "minio"; onS3 != (s.Requests > 0) {
 			t.Errorf("%s %s on %s: %d store requests counted", s.Tool, s.Scenario, s.Target, s.Requests)
 		}
-		if s.Target == "minio" && s.Scenario == bench.ScInitial && s.Sent < s.Stored {
+		// What the repository's creation wrote (kopia: format, policies;
+		// a few KiB) is stored but was not sent by the backup.
+		if s.Target == "minio" && s.Scenario == bench.ScInitial && s.Sent < s.Stored-64<<10 {
 			t.Errorf("%s initial backup on minio: %d bytes sent, %d stored", s.Tool, s.Sent, s.Stored)
 		}
 		// Fleet mode: the coordinator's and the agent's peak RSS.

@@ -147,8 +147,8 @@ func (f *Fleet) RestoreFile(src, rel, dst string) []string {
 
 // ForgetOldest forgets through the repository (not measured); the
 // coordinator's collection finds out by its own sync.
-func (f *Fleet) ForgetOldest(n int) []string {
-	return []string{"forget", "-q", "--coordinator", "", "--keep-last", fmt.Sprint(n - 1), "--no-gc"}
+func (f *Fleet) ForgetOldest(n int) [][]string {
+	return [][]string{{"forget", "-q", "--coordinator", "", "--keep-last", fmt.Sprint(n - 1), "--no-gc"}}
 }
 func (f *Fleet) GC() []string { return []string{"gc", "-q"} }
 

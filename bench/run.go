@@ -186,8 +186,10 @@ func runTool(ctx context.Context, t Tool, o Options, rep int, tg Target, proxy *
 		return out, err
 	}
 	os.RemoveAll(dst)
-	if _, err := run(ctx, t, env, t.ForgetOldest(3)); err != nil {
-		return out, fmt.Errorf("forget: %w", err)
+	for _, args := range t.ForgetOldest(3) {
+		if _, err := run(ctx, t, env, args); err != nil {
+			return out, fmt.Errorf("forget: %w", err)
+		}
 	}
 	if err := measure(ScGC, t.GC()); err != nil {
 		return out, err

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Tool drives one backup program through its command line. Commands are
@@ -18,9 +19,10 @@ type Tool interface {
 	Backup(src string) []string
 	Restore(src, dst string) []string
 	RestoreFile(src, rel, dst string) []string
-	// ForgetOldest forgets the oldest of n snapshots (not measured); GC
-	// then reclaims its space (measured).
-	ForgetOldest(n int) []string
+	// ForgetOldest forgets the oldest of n snapshots by the commands it
+	// returns, run in order and not measured; GC then reclaims its space
+	// (measured).
+	ForgetOldest(n int) [][]string
 	GC() []string
 	Binary() string
 }
@@ -55,8 +57,8 @@ func (c Cairn) Restore(_, dst string) []string {
 func (c Cairn) RestoreFile(_, rel, dst string) []string {
 	return []string{"restore", "-q", "latest:" + rel, "--target", dst}
 }
-func (c Cairn) ForgetOldest(n int) []string {
-	return []string{"forget", "-q", "--keep-last", fmt.Sprint(n - 1), "--no-gc"}
+func (c Cairn) ForgetOldest(n int) [][]string {
+	return [][]string{{"forget", "-q", "--keep-last", fmt.Sprint(n - 1), "--no-gc"}}
 }
 func (c Cairn) GC() []string { return []string{"gc", "-q"} }
 
@@ -91,10 +93,68 @@ func (r Restic) Restore(src, dst string) []string {
 func (r Restic) RestoreFile(src, rel, dst string) []string {
 	return []string{"restore", "-q", "latest", "--target", dst, "--include", filepath.Join(src, rel)}
 }
-func (r Restic) ForgetOldest(n int) []string {
-	return []string{"forget", "-q", "--keep-last", fmt.Sprint(n - 1)}
+func (r Restic) ForgetOldest(n int) [][]string {
+	return [][]string{{"forget", "-q", "--keep-last", fmt.Sprint(n - 1)}}
 }
 func (r Restic) GC() []string { return []string{"prune", "-q"} }
+
+// Kopia is kopia with zstd compression (its default is none) and its
+// other defaults: cache, content-defined splitter, automatic maintenance.
+// Every snapshot is kept, as with the other tools, until ForgetOldest.
+type Kopia struct{ Bin string }
+
+func (k Kopia) Name() string   { return "kopia" }
+func (k Kopia) Binary() string { return k.Bin }
+
+func (k Kopia) Prepare(dir, _ string, loc Location) ([]string, error) {
+	env := []string{"KOPIA_PASSWORD=bench-password", "KOPIA_CHECK_FOR_UPDATES=false",
+		"KOPIA_CONFIG_PATH=" + filepath.Join(dir, "kopia", "repository.config"),
+		"KOPIA_CACHE_DIRECTORY=" + filepath.Join(dir, "kopia", "cache"),
+		"KOPIA_LOG_DIR=" + filepath.Join(dir, "kopia", "logs")}
+	create := []string{"repository", "create"}
+	if s := loc.S3; s != nil {
+		create = append(create, "s3", "--bucket", s.Bucket, "--prefix", s.Prefix+"/", "--endpoint", s.Endpoint,
+			"--disable-tls", "--access-key", s.AccessKey, "--secret-access-key", s.SecretKey)
+	} else {
+		create = append(create, "filesystem", "--path", loc.Dir)
+	}
+	for _, args := range [][]string{create,
+		{"policy", "set", "--global", "--compression", "zstd",
+			"--keep-latest", "1000", "--keep-hourly", "0", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0", "--keep-annual", "0"},
+	} {
+		if out, err := command(k.Bin, env, args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("kopia %s: %v: %s", strings.Join(args[:2], " "), err, out)
+		}
+	}
+	return env, nil
+}
+
+func (k Kopia) Backup(src string) []string {
+	return []string{"snapshot", "create", src}
+}
+
+// Restore restores by the source's path, which takes its latest snapshot.
+func (k Kopia) Restore(src, dst string) []string {
+	return []string{"restore", src, dst}
+}
+
+// RestoreFile writes the file as dst itself: kopia makes no parent folders
+// for a file.
+func (k Kopia) RestoreFile(src, rel, dst string) []string {
+	return []string{"restore", filepath.Join(src, rel), dst}
+}
+func (k Kopia) ForgetOldest(n int) [][]string {
+	return [][]string{
+		{"policy", "set", "--global", "--keep-latest", fmt.Sprint(n - 1)},
+		{"snapshot", "expire", "--all", "--delete"},
+	}
+}
+
+// GC is kopia's full maintenance with no safety margin, so the forgotten
+// snapshot's data goes now rather than after its default hours of delay.
+func (k Kopia) GC() []string {
+	return []string{"maintenance", "run", "--full", "--safety", "none"}
+}
 
 func command(bin string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(bin, args...)
@@ -102,11 +162,22 @@ func command(bin string, env []string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// FindPeers returns the peers whose binaries are on PATH.
-func FindPeers() []Tool {
+// FindPeers returns the peers to measure: each at the path given, or else
+// found on PATH, or else left out.
+func FindPeers(restic, kopia string) []Tool {
+	find := func(given, name string) string {
+		if given != "" {
+			return given
+		}
+		p, _ := exec.LookPath(name)
+		return p
+	}
 	var out []Tool
-	if p, err := exec.LookPath("restic"); err == nil {
+	if p := find(restic, "restic"); p != "" {
 		out = append(out, Restic{Bin: p})
+	}
+	if p := find(kopia, "kopia"); p != "" {
+		out = append(out, Kopia{Bin: p})
 	}
 	return out
 }

@@ -27,6 +27,8 @@ make -s build
 # previous repetition's files, creating 10,700 files takes several times
 # longer for every tool, and the figures would measure the disk.
 if [[ -d /dev/shm && -w /dev/shm ]]; then args+=(--restore-dir /dev/shm/cairn-bench-restore); fi
+# kopia is not packaged by Debian; build it once (restic: apt-get install restic).
+if kopia=$(scripts/kopia.sh); then args+=(--kopia "$kopia"); else echo "note: kopia not built; measuring without it" >&2; fi
 # shellcheck disable=SC2016
 exec scripts/with-minio.sh sh -c 'AWS_ACCESS_KEY_ID=$CAIRN_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$CAIRN_TEST_S3_SECRET_KEY exec "$@" --s3 "$CAIRN_TEST_S3_ENDPOINT"' \
   sh bin/cairn bench "${args[@]}" "$@"

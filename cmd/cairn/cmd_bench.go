@@ -16,18 +16,18 @@ func newBenchCmd() *cobra.Command {
 	var spec bench.Spec
 	var change float64
 	var reps int
-	var realDir, work, restoreDir, out, resticBin, s3Endpoint, s3Bucket string
+	var realDir, work, restoreDir, out, resticBin, kopiaBin, s3Endpoint, s3Bucket string
 	var nextDirs []string
 	var noPeers, dedup, quick, noLocal, fleet bool
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure cairn (and restic, when found) on a synthetic or real tree",
+		Short: "Measure cairn (and restic and kopia, when found) on a synthetic or real tree",
 		Long: `Run the benchmark scenarios (initial, no-change and next-version backups,
 full and single-file restore, gc after forgetting one snapshot, and with
---dedup ten versions) for cairn and for every peer found (restic on PATH or
---restic), interleaved, --reps times, on local-folder repositories and,
-with --s3, in a bucket on that S3 server (MinIO; credentials from
-AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). Tools reach the server
+--dedup ten versions) for cairn and for every peer found (restic and
+kopia on PATH, or --restic and --kopia), interleaved, --reps times, on
+local-folder repositories and, with --s3, in a bucket on that S3 server
+(MinIO; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). Tools reach the server
 through a proxy that counts requests and bytes each way. Wall time, CPU
 time and peak RSS are the kernel's accounting of each process. Writes
 report.md, report.json and chart.svg into --out and prints the Markdown.
@@ -45,11 +45,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 				tools = append(tools, &bench.Fleet{Bin: self, RestoreDir: restoreDir})
 			}
 			if !noPeers {
-				if resticBin != "" {
-					tools = append(tools, bench.Restic{Bin: resticBin})
-				} else {
-					tools = append(tools, bench.FindPeers()...)
-				}
+				tools = append(tools, bench.FindPeers(resticBin, kopiaBin)...)
 			}
 			if quick {
 				spec.Files, reps = 300, 1
@@ -153,6 +149,7 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 	f.StringVar(&restoreDir, "restore-dir", "", "restore into this folder instead of the scratch folder (a tmpfs such as /dev/shm measures the tools, not the disk's state)")
 	f.StringVar(&out, "out", "", "write report.md, report.json and chart.svg here")
 	f.StringVar(&resticBin, "restic", "", "restic binary (default: restic on PATH)")
+	f.StringVar(&kopiaBin, "kopia", "", "kopia binary (default: kopia on PATH; scripts/kopia.sh builds one)")
 	f.BoolVar(&noPeers, "no-peers", false, "measure cairn only")
 	f.BoolVar(&dedup, "dedup", false, "also back up ten versions and report stored bytes")
 	f.BoolVar(&quick, "quick", false, "a small tree, one repetition: checks the harness")
