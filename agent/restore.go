@@ -489,8 +489,6 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// fileWriter keeps the last file open: consecutive blobs of a pack often
-// belong to the same file.
 // fileWriter writes file contents for one fetcher goroutine; it keeps
 // the last file open, since a pack's blobs of one file are usually
 // adjacent, and its directory cache for the whole restore.
