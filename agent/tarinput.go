@@ -340,5 +340,5 @@ func (b *backup) storeMemDir(ctx context.Context, d *memDir, where string) (chun
 		tree.Nodes = append(tree.Nodes, n)
 	}
 	b.sum.dirs.Add(1)
-	return b.storeTree(ctx, &tree, where)
+	return b.storeTree(ctx, &tree, where, chunk.ID{})
 }

@@ -212,6 +212,10 @@ func TestRemoteNoChangeBackupAsksLittle(t *testing.T) {
 	// times: parallel walkers can ask before the prefetch is answered.
 	if calls, trees := e.lookupCalls.Load(), e.lookupTrees.Load(); calls > 10 || trees > 2*(dirs+1)+10 {
 		t.Errorf("no-change backup of %d folders made %d lookup requests asking about %d trees; want at most 10 and %d", dirs+1, calls, trees, 2*(dirs+1)+10)
+	} else if trees < 2*(dirs+1) {
+		// Claims tell the coordinator what the session references; a
+		// collection keeps that. Unclaimed, a tree can be collected.
+		t.Errorf("no-change backup asked about %d trees; every one of the %d must be loaded and claimed", trees, dirs+1)
 	}
 
 	// A change below one folder: that folder's tree and the root's are new,
