@@ -84,9 +84,7 @@ type TraitsProvider interface {
 }
 
 // TraitsOf describes st; a store that does not describe itself is remote.
-func TraitsOf(st Store) Traits { return traitsOf(st) }
-
-func traitsOf(st Store) Traits {
+func TraitsOf(st Store) Traits {
 	if tp, ok := st.(TraitsProvider); ok {
 		return tp.Traits()
 	}

@@ -137,7 +137,7 @@ func (c *treePacks) fetch(ctx context.Context, st Store, id PackID) ([]byte, err
 // fetching the pack whole when it has been read often enough; nil when
 // the caller should read the blob by its range.
 func (r *Repository) cachedTree(ctx context.Context, pack PackID, e BlobEntry) []byte {
-	if traitsOf(r.store).Local {
+	if TraitsOf(r.store).Local {
 		return nil
 	}
 	data, fetch := r.trees.get(pack, time.Now())

@@ -82,7 +82,7 @@ type openPack struct {
 func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn func(ctx context.Context, up *Uploader) error) (UploadStats, []PackInfo, error) {
 	n := opts.Uploaders
 	if n <= 0 {
-		n = traitsOf(r.store).Uploaders
+		n = TraitsOf(r.store).Uploaders
 	}
 	if n <= 0 {
 		n = DefaultUploaders

@@ -7,12 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KOPIA_VERSION=${KOPIA_VERSION:-v0.21.1}
-bin=$PWD/.tools/bin/kopia
-stamp=$PWD/.tools/bin/kopia.version
-if [[ -x $bin && -f $stamp && $(cat "$stamp") == "$KOPIA_VERSION" ]]; then
-  echo "$bin"; exit 0
-fi
-mkdir -p .tools/bin
+. scripts/tools-lib.sh
+tool_init kopia "$KOPIA_VERSION"
 echo "building kopia $KOPIA_VERSION from the Go module proxy (a few minutes, once)..." >&2
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
@@ -20,5 +16,4 @@ zip=$(cd "$work" && go mod download -json "github.com/kopia/kopia@$KOPIA_VERSION
 [[ -n $zip ]] || { echo "kopia $KOPIA_VERSION: the module proxy did not serve it" >&2; exit 1; }
 (cd "$work" && unzip -q "$zip")
 (cd "$work/github.com/kopia/kopia@$KOPIA_VERSION" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -o "$bin" . >&2)
-echo "$KOPIA_VERSION" > "$stamp"
-echo "$bin"
+tool_done
