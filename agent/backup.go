@@ -209,7 +209,7 @@ func Backup(ctx context.Context, r *repo.Repository, ix blobIndex, opts BackupOp
 	}
 
 	var root *dirJob
-	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
+	upStats, packs, err := r.WithUploader(ctx, repo.UploadOptions{
 		Uploaders: opts.Uploaders,
 		OnPack:    b.packDone,
 	}, func(ctx context.Context, up *repo.Uploader) error {
@@ -222,16 +222,16 @@ func Backup(ctx context.Context, r *repo.Repository, ix blobIndex, opts BackupOp
 		return nil, err
 	}
 
-	return b.commitSnapshot(ctx, root.treeID, "dir", upStats)
+	return b.commitSnapshot(ctx, root.treeID, "dir", upStats, packs)
 }
 
 // commitSnapshot builds the snapshot of a finished backup and commits it.
-func (b *backup) commitSnapshot(ctx context.Context, tree chunk.ID, source string, up repo.UploadStats) (*repo.Snapshot, error) {
+func (b *backup) commitSnapshot(ctx context.Context, tree chunk.ID, source string, up repo.UploadStats, packs []repo.PackInfo) (*repo.Snapshot, error) {
 	// Every pack of the session's index object is in the local index
 	// already (OnPack); saying so spares the next run from reading the
 	// object again (200k files: 0.27 s and 50 MB of its start).
 	if k, ok := b.ix.(indexObjectNoter); ok && up.IndexObject != "" {
-		if err := k.NoteIndexObject(up.IndexObject); err != nil {
+		if err := k.NoteIndexObject(up.IndexObject, packs); err != nil {
 			return nil, err
 		}
 	}

@@ -166,6 +166,21 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 	if err != nil {
 		return st, err
 	}
+	// Only packs the replaced index objects describe may go. Any other
+	// indexed pack is described by an index object this run leaves in
+	// place (a session that finished after the listing) or by none yet (an
+	// upload in progress); deleting it would leave the bucket describing a
+	// pack that is gone, and when the index points a live blob at a second
+	// copy elsewhere, its pack would look dead.
+	replaced, err := packsDescribedBy(ctx, l, oldIndex)
+	if err != nil {
+		return st, err
+	}
+	for _, p := range packs {
+		if !replaced[p.ID] {
+			keepPacks[p.ID] = true
+		}
+	}
 	// Late roots go to their own set: marked is read by the caller's
 	// lookups from the moment Condemn is called and must not change.
 	lateMarked := map[blobKey]struct{}{}
@@ -355,6 +370,34 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 		return st, err
 	}
 	return st, ix.Flush()
+}
+
+// packsDescribedBy returns the packs the index objects objs describe,
+// from what the index recorded when it read them, else from the objects.
+func packsDescribedBy(ctx context.Context, l *Local, objs []repo.ObjectInfo) (map[repo.PackID]bool, error) {
+	out := map[repo.PackID]bool{}
+	for _, o := range objs {
+		ids, ok, err := l.Index.IndexObjectPacks(o.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			infos, err := l.Repo.ReadIndex(ctx, o.Name)
+			if errors.Is(err, repo.ErrNotFound) {
+				continue // it describes nothing any more
+			}
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range infos {
+				ids = append(ids, p.ID)
+			}
+		}
+		for _, id := range ids {
+			out[id] = true
+		}
+	}
+	return out, nil
 }
 
 func packInfo(p *packPlan) repo.PackInfo {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/agent"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/mem"
 )
@@ -185,4 +186,75 @@ func TestFreesData(t *testing.T) {
 	if freed, err := agent.FreesData(l, []*repo.Snapshot{a, b}); err != nil || !freed {
 		t.Errorf("forgetting the last snapshots of a tree: freed %v, %v", freed, err)
 	}
+}
+
+// Two sessions may store the same blob (in fleet mode a condemned blob is
+// answered as unseen, so it is uploaded again). When the index points at
+// the copy in a pack the collection did not plan, the pack of the other
+// copy holds nothing the index calls live. If an index object the
+// collection does not replace still describes that pack, deleting it
+// leaves the bucket describing a pack that is gone, and a later sync may
+// point the blob back at it.
+func TestGCKeepsPacksOfIndexObjectsItDoesNotReplace(t *testing.T) {
+	ctx := context.Background()
+	hook := &listHook{Store: mem.New()}
+	l, _ := gcRaceSetup(t, hook)
+	src := filepath.Join(t.TempDir(), "dup")
+	writeState(t, src, 200)
+	backup := func(o *agent.Local, commit func(context.Context, *repo.Snapshot) (repo.SnapshotID, error)) *repo.Snapshot {
+		sn, err := agent.Backup(ctx, o.Repo, o.Index, agent.BackupOptions{Node: "dup", Path: src, Commit: commit})
+		if err != nil {
+			t.Fatalf("backup during gc: %v", err)
+		}
+		return sn
+	}
+	// The first copy lands after the collection listed the index objects
+	// it replaces, and before its sync, which reads it.
+	// Opened now, the second writer's index will not know the first's
+	// blobs, so it stores them again.
+	dup := openLocal(t, hook, t.TempDir())
+	var first *repo.Snapshot
+	hook.arm("index/", 1, func() { first = backup(openLocal(t, hook, t.TempDir()), nil) })
+	_, err := agent.GC(ctx, l, agent.GCOptions{
+		Condemn: func(func(agent.BlobRef) bool) (agent.Roots, error) {
+			// The second copy is committed once marking is done, as a
+			// coordinator's commit adds its session's packs.
+			backup(dup, func(context.Context, *repo.Snapshot) (repo.SnapshotID, error) { return "pending", nil })
+			return agent.Roots{}, l.Index.AddPacks(indexedPacks(t, dup))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first == nil {
+		t.Fatal("the first writer never ran")
+	}
+	restoresFromScratch(t, hook, first, src)
+}
+
+// indexedPacks is what o's index says its packs hold.
+func indexedPacks(t *testing.T, o *agent.Local) []repo.PackInfo {
+	t.Helper()
+	byPack := map[repo.PackID]*repo.PackInfo{}
+	packs, err := o.Index.Packs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range packs {
+		byPack[p.ID] = &repo.PackInfo{ID: p.ID, Size: p.Size}
+	}
+	err = o.Index.EachBlob(func(loc index.Location) error {
+		if p := byPack[loc.Pack]; p != nil {
+			p.Blobs = append(p.Blobs, loc.Entry)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]repo.PackInfo, 0, len(byPack))
+	for _, p := range byPack {
+		out = append(out, *p)
+	}
+	return out
 }

@@ -22,9 +22,9 @@ type prefetcher interface {
 }
 
 // indexObjectNoter is a blobIndex that keeps track of which index objects
-// it has read.
+// it has read, and what they describe.
 type indexObjectNoter interface {
-	NoteIndexObject(name string) error
+	NoteIndexObject(name string, packs []repo.PackInfo) error
 }
 
 var _ indexObjectNoter = (*index.Index)(nil)

@@ -25,7 +25,7 @@ var ErrLocked = errors.New("index is in use by another cairn process")
 const (
 	pBlob     = 'b' // b type id → pack id, offset, length, raw length
 	pPack     = 'p' // p pack id → size, blob count
-	pIndexObj = 'x' // x name → ""
+	pIndexObj = 'x' // x name → ids of the packs it describes (empty when written by an older cairn)
 	pSnapshot = 's' // s id → snapshot JSON
 	pMeta     = 'm' // m key → value
 )

@@ -222,3 +222,48 @@ func TestOpenRecoversFromCrashLeftovers(t *testing.T) {
 		})
 	}
 }
+
+// The index remembers which packs each index object it read describes, so
+// garbage collection knows what the objects it replaces cover without
+// reading them again; an object it never read is unknown.
+func TestIndexObjectPacks(t *testing.T) {
+	ctx := context.Background()
+	r, _ := testRepo(t)
+	ix, err := index.Open(t.TempDir(), r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	writeBlobs(t, r, "one", "two")
+	objs, err := r.ListIndexNames(ctx)
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("index objects: %v %v", objs, err)
+	}
+	name := objs[0].Name
+	if _, ok, err := ix.IndexObjectPacks(name); ok || err != nil {
+		t.Fatalf("before sync: known %v, %v", ok, err)
+	}
+	if _, err := ix.Sync(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	want, err := r.ReadIndex(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := ix.IndexObjectPacks(name)
+	if err != nil || !ok || len(got) != len(want) {
+		t.Fatalf("after sync: %v %v %v, want %d packs", got, ok, err, len(want))
+	}
+	for i := range want {
+		if got[i] != want[i].ID {
+			t.Errorf("pack %d: %s, want %s", i, got[i].Short(), want[i].ID.Short())
+		}
+	}
+	// Noted by an older cairn: no packs recorded, so not known.
+	if err := ix.NoteIndexObject("index/old", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := ix.IndexObjectPacks("index/old"); ok || err != nil {
+		t.Errorf("noted without packs: known %v, %v", ok, err)
+	}
+}

@@ -160,11 +160,48 @@ func (ix *Index) reload(ctx context.Context, r *repo.Repository, objs []repo.Obj
 
 // NoteIndexObject records that the index holds everything the index
 // object name lists (its writer added the packs as it uploaded them), so
-// Sync does not read it again.
-func (ix *Index) NoteIndexObject(name string) error {
+// Sync does not read it again, and which packs it describes.
+func (ix *Index) NoteIndexObject(name string, packs []repo.PackInfo) error {
 	return ix.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(append([]byte{pIndexObj}, name...), nil)
+		return txn.Set(append([]byte{pIndexObj}, name...), packIDs(packs))
 	})
+}
+
+func packIDs(packs []repo.PackInfo) []byte {
+	out := make([]byte, 0, len(packs)*len(repo.PackID{}))
+	for _, p := range packs {
+		out = append(out, p.ID[:]...)
+	}
+	return out
+}
+
+// IndexObjectPacks returns the packs the index object name describes, as
+// recorded when it was read or noted. ok is false when that is not known
+// (not read yet, or recorded by an older cairn): then the object itself
+// must be read.
+func (ix *Index) IndexObjectPacks(name string) (ids []repo.PackID, ok bool, err error) {
+	err = ix.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(append([]byte{pIndexObj}, name...))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			const n = len(repo.PackID{})
+			if len(v) == 0 || len(v)%n != 0 {
+				return nil
+			}
+			ids = make([]repo.PackID, len(v)/n)
+			for i := range ids {
+				copy(ids[i][:], v[i*n:])
+			}
+			ok = true
+			return nil
+		})
+	})
+	return ids, ok, err
 }
 
 func (ix *Index) loadIndexObject(ctx context.Context, r *repo.Repository, name string, st *SyncStats) ([]repo.PackInfo, error) {
@@ -180,9 +217,7 @@ func (ix *Index) loadIndexObject(ctx context.Context, r *repo.Repository, name s
 	}
 	st.IndexObjects++
 	st.PacksFromIndex += len(packs)
-	return packs, ix.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(append([]byte{pIndexObj}, name...), nil)
-	})
+	return packs, ix.NoteIndexObject(name, packs)
 }
 
 func (ix *Index) syncSnapshots(ctx context.Context, r *repo.Repository, st *SyncStats) error {
