@@ -31,12 +31,16 @@ func (c *Coordinator) openSession(node, path string) (agent.SessionInfo, error) 
 	if !ok {
 		return agent.SessionInfo{}, fmt.Errorf("%s:%s is not registered: %w", node, path, errNotFound)
 	}
+	// The parent is read and the session registered in one step under the
+	// lock that collections take for their roots: otherwise a collection
+	// could list its roots between the two, after the parent was
+	// forgotten, and condemn what the session will reuse from it.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	parent, err := c.local.Latest(node, path)
 	if err != nil {
 		return agent.SessionInfo{}, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := newSession(node, path, parent, c.cfg.Now().Add(c.cfg.Lease))
 	c.sessions[s.id] = s
 	c.metrics.sessions.Set(float64(len(c.sessions)))
