@@ -1,0 +1,22 @@
+package repo
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// hugePages asks the kernel to back the 2 MiB-aligned interior of b with
+// transparent huge pages where the system allows it on request
+// (transparent_hugepage=madvise, the Debian default). It is advice: on
+// failure nothing changes.
+func hugePages(b []byte) {
+	const huge = 2 << 20
+	start := (uintptr(unsafe.Pointer(unsafe.SliceData(b))) + huge - 1) &^ (huge - 1)
+	end := (uintptr(unsafe.Pointer(unsafe.SliceData(b))) + uintptr(len(b))) &^ (huge - 1)
+	if end <= start {
+		return
+	}
+	off := start - uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	_ = unix.Madvise(b[off:off+(end-start)], unix.MADV_HUGEPAGE)
+}
