@@ -125,40 +125,38 @@ func DecodePackHeader(plain []byte, dataLen int64) ([]BlobEntry, error) {
 	return blobs, nil
 }
 
-// assemblePack lays the arena's blobs out in a shuffled order into
-// dst[:0], verifies every one by opening it again (so a compressor or
-// memory fault cannot poison dedup forever), and appends the sealed table
-// of contents. It returns the pack, which reuses dst when that is large
-// enough. done is called once the arena is no longer needed.
-func (r *Repository) assemblePack(arena []byte, blobs []packedBlob, dst []byte, sc *scratch, done func()) (PackInfo, []byte, error) {
+// assemblePack lays the arena's blobs out in a shuffled order, verifies
+// every one by opening it again (so a compressor or memory fault cannot
+// poison dedup forever), and seals the table of contents. The pack is
+// returned as pieces: each blob where it was sealed in the arena, then
+// the header, so the arena must stay untouched until the pack is stored.
+// pieces and hdr are reused when large enough.
+func (r *Repository) assemblePack(arena []byte, blobs []packedBlob, pieces Pieces, hdr []byte, sc *scratch) (PackInfo, Pieces, []byte, error) {
+	pieces = pieces[:0]
 	if err := shuffle(blobs); err != nil {
-		done()
-		return PackInfo{}, dst, err
-	}
-	size := 0
-	for _, b := range blobs {
-		size += b.len
-	}
-	buf := dst[:0]
-	if need := size + len(blobs)*48 + Overhead + trailerSize + 64; cap(buf) < need {
-		buf = make([]byte, 0, need)
+		return PackInfo{}, pieces, hdr, err
 	}
 	entries := make([]BlobEntry, len(blobs))
+	off := 0
 	for i, b := range blobs {
-		entries[i] = BlobEntry{Type: b.t, ID: b.id, Offset: uint32(len(buf)), Length: uint32(b.len), RawLength: uint32(b.rawLen)}
-		buf = append(buf, arena[b.off:b.off+b.len]...)
-	}
-	done()
-	for _, e := range entries {
-		if err := r.verifyBlob(e, buf[e.Offset:e.Offset+e.Length], sc); err != nil {
-			return PackInfo{}, buf, fmt.Errorf("verify blob before upload: %w", err)
+		sealed := arena[b.off : b.off+b.len]
+		entries[i] = BlobEntry{Type: b.t, ID: b.id, Offset: uint32(off), Length: uint32(b.len), RawLength: uint32(b.rawLen)}
+		if err := r.verifyBlob(entries[i], sealed, sc); err != nil {
+			return PackInfo{}, pieces, hdr, fmt.Errorf("verify blob before upload: %w", err)
 		}
+		pieces = append(pieces, sealed)
+		off += b.len
 	}
-	hdrStart := len(buf)
-	buf = r.sealer.seal(buf, encodePackHeader(entries), []byte(packHeaderAD))
-	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(buf)-hdrStart))
-	id := PackID(blake3.Sum256(buf))
-	return PackInfo{ID: id, Size: int64(len(buf)), Blobs: entries}, buf, nil
+	hdr = r.sealer.seal(hdr[:0], encodePackHeader(entries), []byte(packHeaderAD))
+	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(hdr)))
+	pieces = append(pieces, hdr)
+	h := blake3.New(32, nil)
+	for _, p := range pieces {
+		h.Write(p)
+	}
+	var id PackID
+	h.Sum(id[:0])
+	return PackInfo{ID: id, Size: int64(off + len(hdr)), Blobs: entries}, pieces, hdr, nil
 }
 
 // shuffle permutes blobs with a cryptographic source, so the order of

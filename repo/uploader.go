@@ -262,18 +262,24 @@ func (u *Uploader) flush() error {
 }
 
 func (u *Uploader) uploadLoop(ctx context.Context) error {
-	// Each uploader keeps its pack buffer and verification buffers.
-	var packBuf []byte
+	// Each uploader keeps its piece list, header and verification buffers.
+	var pieces Pieces
+	var hdr []byte
 	var sc scratch
 	defer sc.close()
 	for op := range u.queue {
-		info, pack, err := u.r.assemblePack(op.arena[:op.used], op.blobs, packBuf, &sc, func() { u.putArena(op.arena) })
-		packBuf = pack
+		info, p, h, err := u.r.assemblePack(op.arena[:op.used], op.blobs, pieces, hdr, &sc)
+		pieces, hdr = p, h
+		if err == nil {
+			if err = PutPieces(ctx, u.r.store, info.ID.ObjectName(), pieces); err != nil {
+				err = fmt.Errorf("upload pack %s: %w", info.ID, err)
+			}
+		}
+		// The pieces point into the arena; it is free once they are stored.
+		clear(pieces)
+		u.putArena(op.arena)
 		if err != nil {
 			return err
-		}
-		if err := u.r.store.Put(ctx, info.ID.ObjectName(), pack); err != nil {
-			return fmt.Errorf("upload pack %s: %w", info.ID, err)
 		}
 		u.stats.packs.Add(1)
 		u.stats.stored.Add(uint64(info.Size))

@@ -147,7 +147,14 @@ func (s *Store) EnsureBucket(ctx context.Context) error {
 
 // Put implements repo.Store.
 func (s *Store) Put(ctx context.Context, name string, data []byte) error {
-	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(name), bytes.NewReader(data), int64(len(data)),
+	return s.putReader(ctx, name, bytes.NewReader(data), int64(len(data)))
+}
+
+// putReader uploads size bytes from r, which must also be an io.ReaderAt
+// and io.Seeker: minio-go then reads it twice in place instead of
+// buffering a copy, and rewinds it to retry.
+func (s *Store) putReader(ctx context.Context, name string, r io.Reader, size int64) error {
+	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(name), r, size,
 		minio.PutObjectOptions{
 			ContentType:      "application/octet-stream",
 			SendContentMd5:   true,
@@ -158,6 +165,15 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 	}
 	return nil
 }
+
+// PutPieces implements repo.PiecesPutter: the body is read from the
+// pieces in place (twice: for its MD5, then to send it).
+func (s *Store) PutPieces(ctx context.Context, name string, p repo.Pieces) error {
+	r := p.Reader()
+	return s.putReader(ctx, name, r, r.Size())
+}
+
+var _ repo.PiecesPutter = (*Store)(nil)
 
 // Get implements repo.Store.
 func (s *Store) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {

@@ -45,6 +45,36 @@ func Suite(t *testing.T, newStore func(t *testing.T) repo.Store) {
 		}
 	})
 
+	// Packs are written from their pieces (repo.PutPieces): the object
+	// must hold exactly the joined bytes, whatever the pieces look like.
+	t.Run("PutPieces", func(t *testing.T) {
+		s := newStore(t)
+		many := make(repo.Pieces, 3000) // more than one writev takes
+		for i := range many {
+			many[i] = payload(i % 97)
+		}
+		cases := []struct {
+			name   string
+			pieces repo.Pieces
+		}{
+			{"none", nil},
+			{"only empty", repo.Pieces{{}, nil, {}}},
+			{"one", repo.Pieces{payload(5000)}},
+			{"empty between", repo.Pieces{payload(10), {}, payload(1 << 20), nil, payload(3)}},
+			{"many small", many},
+		}
+		for i, c := range cases {
+			name := fmt.Sprintf("data/cd/pieces%d", i)
+			if err := repo.PutPieces(ctx, s, name, c.pieces); err != nil {
+				t.Fatalf("%s: put: %v", c.name, err)
+			}
+			got, err := s.Get(ctx, name, 0, -1)
+			if err != nil || !bytes.Equal(got, c.pieces.Join()) {
+				t.Fatalf("%s: got %d bytes, err %v; want %d bytes", c.name, len(got), err, c.pieces.Len())
+			}
+		}
+	})
+
 	t.Run("RangeReads", func(t *testing.T) {
 		s := newStore(t)
 		data := payload(10000)
