@@ -52,6 +52,11 @@ var (
 		// 8 MiB history per encoder).
 		zstd.WithWindowSize(1<<20),
 		zstd.WithLowerEncoderMem(true),
+		// No xxhash of the content in the frame: AES-GCM authenticates
+		// every blob and every read checks the plaintext against its
+		// keyed BLAKE3 ID, so the checksum would prove nothing more. It
+		// cost 4 bytes a blob and 1.5 % of an initial backup's CPU.
+		zstd.WithEncoderCRC(false),
 		zstd.WithZeroFrames(true))
 	zdec, _ = zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(0),
