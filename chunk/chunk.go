@@ -151,7 +151,10 @@ func NewSplitter(p Params) (*Splitter, error) {
 		return nil, err
 	}
 	c := chunker.NewWithBoundaries(nil, p.Polynomial, p.MinSize, p.MaxSize)
-	return &Splitter{p: p, hasher: h, c: c, buf: make([]byte, p.MaxSize)}, nil
+	// The buffer grows to the largest chunk met rather than starting at
+	// MaxSize: most chunks of most trees are far smaller (every file
+	// below MinSize is one chunk), and each reader holds one buffer.
+	return &Splitter{p: p, hasher: h, c: c, buf: make([]byte, 0, min(p.MaxSize, 2*p.MinSize))}, nil
 }
 
 // Reset makes the splitter read from r.
@@ -164,11 +167,11 @@ func (s *Splitter) Reset(r io.Reader) {
 // Next returns the next chunk, or io.EOF after the last one. The returned
 // data is overwritten by the next call.
 func (s *Splitter) Next() (Chunk, error) {
-	c, err := s.c.Next(s.buf)
+	data, err := s.Cut()
 	if err != nil {
 		return Chunk{}, err
 	}
-	return Chunk{ID: s.hasher.Sum(c.Data), Data: c.Data}, nil
+	return Chunk{ID: s.hasher.Sum(data), Data: data}, nil
 }
 
 // Cut returns the next chunk's bytes without hashing it, for callers that
@@ -177,6 +180,9 @@ func (s *Splitter) Cut() ([]byte, error) {
 	c, err := s.c.Next(s.buf)
 	if err != nil {
 		return nil, err
+	}
+	if cap(c.Data) > cap(s.buf) {
+		s.buf = c.Data[:0] // grown by the chunker: keep it
 	}
 	return c.Data, nil
 }
