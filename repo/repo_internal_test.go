@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/restic/chunker"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cairn-backup/cairn/chunk"
 )
@@ -364,5 +366,69 @@ func TestLoadTreeCachesBusyTreePacks(t *testing.T) {
 		if _, err := r.LoadTree(ctx, pack.ID, pack.Blobs[1]); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("flipped byte in a stored tree pack: %v, want ErrCorrupt", err)
 		}
+	}
+}
+
+// slowStore takes a while for every pack, so savers outrun uploaders.
+type slowStore struct{ *memStore }
+
+func (s slowStore) Put(ctx context.Context, n string, d []byte) error {
+	if strings.HasPrefix(n, "data/") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.memStore.Put(ctx, n, d)
+}
+
+// Savers that outrun the uploads wait for an arena instead of making
+// more: pack memory stays at Uploaders + 1 data arenas, and every blob
+// still lands.
+func TestUploaderBoundsArenas(t *testing.T) {
+	for _, c := range []struct {
+		uploaders, savers, blobSize int
+	}{
+		{1, 4, 100 << 10},
+		{2, 4, 100 << 10},
+		{1, 3, 3 << 20}, // blobs larger than a pack
+	} {
+		t.Run(fmt.Sprintf("%d uploaders %d savers %d bytes", c.uploaders, c.savers, c.blobSize), func(t *testing.T) {
+			ctx := context.Background()
+			r := testRepository(t)
+			ms := &memStore{m: map[string][]byte{}}
+			r.store = slowStore{ms}
+			var up *Uploader
+			stats, _, err := r.WithUploader(ctx, UploadOptions{Uploaders: c.uploaders}, func(ctx context.Context, u *Uploader) error {
+				up = u
+				g, ctx := errgroup.WithContext(ctx)
+				for s := range c.savers {
+					g.Go(func() error {
+						rnd := rand.New(rand.NewPCG(uint64(s), 7))
+						b := make([]byte, c.blobSize)
+						for j := range b {
+							b[j] = byte(rnd.Uint32())
+						}
+						for i := range 12 {
+							b[0], b[1] = byte(s), byte(i) // distinct blobs
+							if _, err := u.Add(ctx, DataBlob, r.hasher.Sum(b), b); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+				}
+				return g.Wait()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := uint64(12 * c.savers); stats.Blobs != want {
+				t.Fatalf("%d blobs stored, want %d", stats.Blobs, want)
+			}
+			up.mu.Lock()
+			made := up.peakMade
+			up.mu.Unlock()
+			if made > c.uploaders+1 {
+				t.Errorf("%d data arenas made, at most %d allowed", made, c.uploaders+1)
+			}
+		})
 	}
 }

@@ -15,10 +15,9 @@ import (
 // UploadOptions tune an upload session.
 type UploadOptions struct {
 	// Uploaders is the number of packs assembled and uploaded at once;
-	// zero means DefaultUploaders. Memory in flight is at most about
-	// (2 × Uploaders + 3) × pack size: an arena per blob type being
-	// filled, one queued, and per uploader an arena being copied into a
-	// pack buffer being verified and uploaded.
+	// zero means DefaultUploaders. Pack memory is at most (Uploaders + 1)
+	// data arenas of a pack's size, one being filled and one per uploader
+	// being verified and uploaded, plus a tree arena that starts small.
 	Uploaders int
 	// OnPack, if set, is called (from an upload goroutine) after a pack is
 	// durable, before the session ends: the index learns about blobs as soon
@@ -53,11 +52,15 @@ type Uploader struct {
 	packs []PackInfo
 
 	queue chan *openPack
-	// arenas is a free list: every arena has the same capacity and moves
-	// between savers and uploaders, which a sync.Pool (emptied by every
-	// GC cycle) served poorly.
-	arenas chan []byte
-	stats  struct{ packs, stored, blobs, raw atomic.Uint64 }
+	// arenas is a free list of data arenas: every one has the same
+	// capacity and moves between savers and uploaders, which a sync.Pool
+	// (emptied by every GC cycle) served poorly. At most maxArenas exist;
+	// a saver that needs one more waits for an upload to free one.
+	arenas    chan []byte
+	made      int // data arenas allocated, under mu
+	peakMade  int // the most made at once, for tests
+	maxArenas int
+	stats     struct{ packs, stored, blobs, raw atomic.Uint64 }
 }
 
 // openPack is a pack being filled. Blobs are sealed straight into its
@@ -66,6 +69,7 @@ type Uploader struct {
 // nothing is copied or allocated per blob. A closed pack is queued for
 // upload by whoever finishes its last blob.
 type openPack struct {
+	typ     BlobType
 	arena   []byte // len 0; blobs are sealed into its capacity
 	used    int
 	blobs   []packedBlob
@@ -92,7 +96,7 @@ func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn fu
 		r: r, ctx: gctx, packSize: r.cfg.PackSize, onPack: opts.OnPack,
 		open:   map[BlobType]*openPack{},
 		queue:  make(chan *openPack),
-		arenas: make(chan []byte, n+3),
+		arenas: make(chan []byte, n+1), maxArenas: n + 1,
 	}
 	for range n {
 		g.Go(func() error { return up.uploadLoop(gctx) })
@@ -146,9 +150,56 @@ func (u *Uploader) Add(ctx context.Context, t BlobType, id chunk.ID, plaintext [
 	u.stats.blobs.Add(1)
 	u.stats.raw.Add(uint64(len(plaintext)))
 
+	var op *openPack
+	var off int
+	for {
+		var ready *openPack
+		var wait bool
+		u.mu.Lock()
+		op, off, ready, wait = u.reserve(t, id, n, len(plaintext))
+		u.mu.Unlock()
+		if ready != nil {
+			if err := u.send(ctx, ready); err != nil {
+				return 0, err
+			}
+		}
+		if !wait {
+			break
+		}
+		if err := u.awaitArena(ctx); err != nil {
+			return 0, err
+		}
+	}
+
+	room := op.arena[off : off : off+n]
+	sealed := u.r.sealer.seal(room, *payload, blobAD(t, id))
+	if len(sealed) != n || &sealed[:1][0] != &op.arena[:off+1][off] {
+		return 0, fmt.Errorf("add %s blob %s: sealed %d bytes into %d reserved", t, id.Short(), len(sealed), n)
+	}
+
 	u.mu.Lock()
-	op := u.open[t]
+	op.sealing--
 	var ready *openPack
+	if op.closed && op.sealing == 0 {
+		ready = op
+	}
+	u.mu.Unlock()
+	if ready != nil {
+		if err := u.send(ctx, ready); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// reserve finds room for a sealed blob of n bytes in the open pack of
+// type t, closing a full one (returned as ready when nobody seals into it
+// any more, for the caller to send) and opening another. When another
+// data arena may not be made yet, it reserves nothing and returns wait:
+// the caller sends ready, waits for an arena and tries again. Called
+// under u.mu.
+func (u *Uploader) reserve(t BlobType, id chunk.ID, n, rawLen int) (op *openPack, off int, ready *openPack, wait bool) {
+	op = u.open[t]
 	if op != nil && op.used+n > cap(op.arena) && op.sealing == 0 && op.used+n <= u.packSize {
 		// A small arena (see newArena) grows while nobody seals into it.
 		grown := make([]byte, 0, min(max(2*cap(op.arena), op.used+n), u.packSize))
@@ -164,71 +215,77 @@ func (u *Uploader) Add(ctx context.Context, t BlobType, id chunk.ID, plaintext [
 		op = nil
 	}
 	if op == nil {
-		op = &openPack{arena: u.newArena(t, n)}
+		arena, ok := u.newArena(t, n)
+		if !ok {
+			return nil, 0, ready, true
+		}
+		op = &openPack{typ: t, arena: arena}
 		u.open[t] = op
 	}
-	off := op.used
+	off = op.used
 	op.used += n
-	op.blobs = append(op.blobs, packedBlob{t: t, id: id, off: off, len: n, rawLen: len(plaintext)})
+	op.blobs = append(op.blobs, packedBlob{t: t, id: id, off: off, len: n, rawLen: rawLen})
 	op.sealing++
 	if op.used >= u.packSize || len(op.blobs) >= maxPackBlobs {
 		op.closed = true
 		delete(u.open, t)
 	}
-	u.mu.Unlock()
-	if ready != nil {
-		if err := u.send(ctx, ready); err != nil {
-			return 0, err
-		}
-	}
-
-	room := op.arena[off : off : off+n]
-	sealed := u.r.sealer.seal(room, *payload, blobAD(t, id))
-	if len(sealed) != n || &sealed[:1][0] != &op.arena[:off+1][off] {
-		return 0, fmt.Errorf("add %s blob %s: sealed %d bytes into %d reserved", t, id.Short(), len(sealed), n)
-	}
-
-	u.mu.Lock()
-	op.sealing--
-	ready = nil
-	if op.closed && op.sealing == 0 {
-		ready = op
-	}
-	u.mu.Unlock()
-	if ready != nil {
-		if err := u.send(ctx, ready); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
+	return op, off, ready, false
 }
 
 // newArena returns an empty arena for a new pack of type t with room for
-// at least n bytes. Tree packs start small and grow, since most backups
-// end with a tree pack of a few KiB; data packs fill fast and take a
-// pack-sized arena, reused from the free list when one is there.
-func (u *Uploader) newArena(t BlobType, n int) []byte {
+// at least n bytes, or false when every data arena allowed is in use.
+// Tree packs start small and grow, since most backups end with a tree
+// pack of a few KiB; data packs fill fast and take a pack-sized arena,
+// reused from the free list when one is there. Called under u.mu.
+func (u *Uploader) newArena(t BlobType, n int) ([]byte, bool) {
 	if t == TreeBlob {
-		return make([]byte, 0, min(max(n, 256<<10), max(n, u.packSize)))
+		return make([]byte, 0, min(max(n, 256<<10), max(n, u.packSize))), true
 	}
 	select {
 	case a := <-u.arenas:
 		if cap(a) >= n {
-			return a
+			return a, true
 		}
+		u.made-- // too small for this blob: let it go
 	default:
 	}
-	return make([]byte, 0, max(u.packSize, n))
+	if u.made >= u.maxArenas {
+		return nil, false
+	}
+	u.made++
+	u.peakMade = max(u.peakMade, u.made)
+	return make([]byte, 0, max(u.packSize, n)), true
 }
 
-// putArena keeps a used arena for reuse if it is pack-sized.
-func (u *Uploader) putArena(a []byte) {
-	if cap(a) < u.packSize {
+// awaitArena waits until an upload returns a data arena to the free list.
+func (u *Uploader) awaitArena(ctx context.Context) error {
+	select {
+	case a := <-u.arenas:
+		u.arenas <- a // for the caller's next try; there is room
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-u.ctx.Done():
+		return u.ctx.Err()
+	}
+}
+
+// putArena returns the arena of a stored pack: a data arena to the free
+// list; a tree arena (made apart, usually small) to the collector.
+func (u *Uploader) putArena(op *openPack) {
+	if op.typ != DataBlob {
 		return
 	}
+	a := op.arena
 	select {
 	case u.arenas <- a[:0]:
 	default:
+		// Cannot happen while at most maxArenas exist; if it did, the
+		// arena is dropped and another may be made.
+		u.mu.Lock()
+		u.made--
+		u.mu.Unlock()
 	}
 }
 
@@ -277,7 +334,7 @@ func (u *Uploader) uploadLoop(ctx context.Context) error {
 		}
 		// The pieces point into the arena; it is free once they are stored.
 		clear(pieces)
-		u.putArena(op.arena)
+		u.putArena(op)
 		if err != nil {
 			return err
 		}
