@@ -1,10 +1,14 @@
 package agent
 
-import "os"
-
-// SetOpenFile replaces how the backup opens files and returns a restore func.
-func SetOpenFile(f func(string, int, os.FileMode) (*os.File, error)) func() {
-	old := openFile
-	openFile = f
-	return func() { openFile = old }
+// SetOpenFailure makes the backup's opening of a file fail with what fail
+// returns for its path, when that is not nil; it returns a restore func.
+func SetOpenFailure(fail func(path string) error) func() {
+	old := openDescriptor
+	openDescriptor = func(path string, flags int) (int, error) {
+		if err := fail(path); err != nil {
+			return -1, err
+		}
+		return old(path, flags)
+	}
+	return func() { openDescriptor = old }
 }

@@ -178,14 +178,14 @@ func TestUnreadableAndVanishedFilesAreCountedNotFatal(t *testing.T) {
 	for _, n := range []string{"ok1", "secret", "gone", "ok2"} {
 		writeFile(t, filepath.Join(src, n), []byte(n))
 	}
-	restore := agent.SetOpenFile(func(name string, flag int, perm os.FileMode) (*os.File, error) {
+	restore := agent.SetOpenFailure(func(name string) error {
 		switch filepath.Base(name) {
 		case "secret":
-			return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+			return syscall.EACCES
 		case "gone":
-			return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.ENOENT}
+			return syscall.ENOENT
 		}
-		return os.OpenFile(name, flag, perm)
+		return nil
 	})
 	defer restore()
 	l := newLocal(t, mem.New())

@@ -184,30 +184,50 @@ func (s *Store) Get(ctx context.Context, name string, off, length int64) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	// A bare descriptor: os.Open would try to register it with the
+	// poller, four fcntl and an epoll_ctl per read of a tree or blob.
+	fd, err := openRead(p)
 	if err != nil {
 		return nil, translate("get", name, err)
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	if length < 0 {
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, translate("get", name, err)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, translate("get", name, &os.PathError{Op: "stat", Path: p, Err: err})
 		}
-		length = fi.Size() - off
+		length = st.Size - off
 		if length < 0 {
-			return nil, fmt.Errorf("get %s: offset %d beyond size %d", name, off, fi.Size())
+			return nil, fmt.Errorf("get %s: offset %d beyond size %d", name, off, st.Size)
 		}
 	}
 	buf := make([]byte, length)
-	n, err := f.ReadAt(buf, off)
-	if err != nil && !(errors.Is(err, io.EOF) && int64(n) == length) {
-		if errors.Is(err, io.EOF) {
+	for n := 0; n < len(buf); {
+		k, err := unix.Pread(fd, buf[n:], off+int64(n))
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return nil, translate("get", name, &os.PathError{Op: "read", Path: p, Err: err})
+		case k == 0:
 			return nil, fmt.Errorf("get %s: range %d+%d beyond end of object (read %d)", name, off, length, n)
 		}
-		return nil, translate("get", name, err)
+		n += k
 	}
 	return buf, nil
+}
+
+func openRead(p string) (int, error) {
+	for {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: p, Err: err}
+		}
+		return fd, nil
+	}
 }
 
 // GetReader implements repo.RangeReader.
