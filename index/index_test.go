@@ -29,6 +29,17 @@ func testRepo(t *testing.T) (*repo.Repository, *mem.Store) {
 }
 
 // writeBlobs stores blobs in one upload session and returns their IDs.
+// openIndex opens a fresh index for r, closed when the test ends.
+func openIndex(t *testing.T, r *repo.Repository) *index.Index {
+	t.Helper()
+	ix, err := index.Open(t.TempDir(), r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	return ix
+}
+
 func writeBlobs(t *testing.T, r *repo.Repository, contents ...string) []chunk.ID {
 	t.Helper()
 	var ids []chunk.ID
@@ -60,11 +71,7 @@ func saveSnapshot(t *testing.T, r *repo.Repository, node string) *repo.Snapshot 
 func TestSyncIsIncrementalAndFollowsTheBucket(t *testing.T) {
 	ctx := context.Background()
 	r, st := testRepo(t)
-	ix, err := index.Open(t.TempDir(), r.Config().ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
+	ix := openIndex(t, r)
 
 	a := writeBlobs(t, r, "one", "two")
 	s1 := saveSnapshot(t, r, "n1")
@@ -131,11 +138,7 @@ func TestRebuildReadsPacksWithoutIndexObjects(t *testing.T) {
 	for _, n := range names {
 		st.Delete(ctx, n)
 	}
-	ix, err := index.Open(t.TempDir(), r.Config().ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
+	ix := openIndex(t, r)
 	stats, err := ix.Rebuild(ctx, r)
 	if err != nil || stats.PacksScanned != 1 || stats.Snapshots != 1 || len(stats.Problems) != 0 {
 		t.Fatalf("rebuild: %+v %v", stats, err)
@@ -229,11 +232,7 @@ func TestOpenRecoversFromCrashLeftovers(t *testing.T) {
 func TestIndexObjectPacks(t *testing.T) {
 	ctx := context.Background()
 	r, _ := testRepo(t)
-	ix, err := index.Open(t.TempDir(), r.Config().ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
+	ix := openIndex(t, r)
 	writeBlobs(t, r, "one", "two")
 	objs, err := r.ListIndexNames(ctx)
 	if err != nil || len(objs) != 1 {
