@@ -57,9 +57,11 @@ func TestSplitterBoundsAndReassembly(t *testing.T) {
 	if !bytes.Equal(joined, data) {
 		t.Fatal("chunks do not reassemble the input")
 	}
-	avg := len(data) / len(chunks)
-	if avg < 700<<10 || avg > 2<<20 {
-		t.Errorf("average chunk %d bytes, want about 1 MiB", avg)
+	// Cuts are rare before MinSize+window and then geometric with mean
+	// 2^AverageBits, so chunks average about MinSize + 2^AverageBits.
+	want := float64(p.MinSize + 1<<p.AverageBits)
+	if avg := float64(len(data)) / float64(len(chunks)); avg < 0.8*want || avg > 1.2*want {
+		t.Errorf("average chunk %.0f bytes, want about %.0f", avg, want)
 	}
 }
 
