@@ -12,11 +12,15 @@ import (
 // failure nothing changes.
 func hugePages(b []byte) {
 	const huge = 2 << 20
-	start := (uintptr(unsafe.Pointer(unsafe.SliceData(b))) + huge - 1) &^ (huge - 1)
-	end := (uintptr(unsafe.Pointer(unsafe.SliceData(b))) + uintptr(len(b))) &^ (huge - 1)
+	base := uintptrOf(b)
+	start := (base + huge - 1) &^ (huge - 1)
+	end := (base + uintptr(len(b))) &^ (huge - 1)
 	if end <= start {
 		return
 	}
-	off := start - uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	off := start - base
 	_ = unix.Madvise(b[off:off+(end-start)], unix.MADV_HUGEPAGE)
 }
+
+// uintptrOf is the address of b's first element, for alignment sums only.
+func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }

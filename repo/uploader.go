@@ -57,8 +57,9 @@ type Uploader struct {
 	// (emptied by every GC cycle) served poorly. At most maxArenas exist;
 	// a saver that needs one more waits for an upload to free one.
 	arenas    chan []byte
-	made      int // data arenas allocated, under mu
-	peakMade  int // the most made at once, for tests
+	made      int      // data arenas allocated, under mu
+	peakMade  int      // the most made at once, for tests
+	owned     [][]byte // every data arena taken from packArenas, under mu
 	maxArenas int
 	stats     struct{ packs, stored, blobs, raw atomic.Uint64 }
 }
@@ -82,7 +83,9 @@ type openPack struct {
 // session's packs is written; only then does WithUploader return, so a
 // snapshot written afterwards references only durable data. When fn (or an
 // upload) fails, the session is torn down and the error returned; packs
-// already uploaded stay unreferenced until garbage collection.
+// already uploaded stay unreferenced until garbage collection. fn must not
+// return while goroutines it started still use up: the session's pack
+// memory is handed to the next session once fn and the uploads are done.
 func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn func(ctx context.Context, up *Uploader) error) (UploadStats, []PackInfo, error) {
 	n := opts.Uploaders
 	if n <= 0 {
@@ -107,6 +110,10 @@ func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn fu
 	}
 	close(up.queue)
 	werr := g.Wait()
+	// fn and every upload have returned: no arena is in use any more,
+	// whether its pack was stored, failed or never closed.
+	packArenas.put(up.owned...)
+	up.owned = nil
 	stats := up.Stats()
 	if ferr != nil || werr != nil {
 		// An upload error cancels gctx, and fn then usually fails with
@@ -255,7 +262,9 @@ func (u *Uploader) newArena(t BlobType, n int) ([]byte, bool) {
 	}
 	u.made++
 	u.peakMade = max(u.peakMade, u.made)
-	return make([]byte, 0, max(u.packSize, n)), true
+	a := packArenas.get(max(u.packSize, n))
+	u.owned = append(u.owned, a)
+	return a, true
 }
 
 // awaitArena waits until an upload returns a data arena to the free list.
