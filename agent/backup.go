@@ -119,9 +119,8 @@ type dirJob struct {
 	parentID chunk.ID
 }
 
-// saveJob is a new chunk on its way to the savers. Its data is a copy of
-// exactly the chunk's size: a pool of maximum-size (8 MiB) copies allocated
-// 8 MiB per small file whenever the GC had emptied the pool.
+// saveJob is a new chunk on its way to the savers, in a copy from
+// chunkCopies (or a tree's encoding), which the savers hand back.
 type saveJob struct {
 	typ  repo.BlobType
 	id   chunk.ID
@@ -729,6 +728,8 @@ func (b *backup) claimLoop(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		} else {
+			chunkCopies.put(sj.data)
 		}
 		b.held.Release(sj.held)
 	}
@@ -741,6 +742,7 @@ func (b *backup) saveLoop(ctx context.Context) error {
 		if err != nil {
 			return fatalError{err}
 		}
+		chunkCopies.put(sj.data) // sealed into a pack: the copy is free
 	}
 	return nil
 }

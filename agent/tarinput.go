@@ -282,7 +282,7 @@ func (b *backup) chunkStream(ctx context.Context, sp *chunk.Splitter, r io.Reade
 			p.BytesRead.Add(uint64(len(c.Data)))
 		}
 		if b.claims != nil {
-			if err := b.handOff(ctx, repo.DataBlob, c.ID, bytes.Clone(c.Data)); err != nil {
+			if err := b.handOff(ctx, repo.DataBlob, c.ID, chunkCopies.copyOf(c.Data)); err != nil {
 				return nil, 0, err
 			}
 			continue
@@ -297,7 +297,7 @@ func (b *backup) chunkStream(ctx context.Context, sp *chunk.Splitter, r io.Reade
 		}
 		b.sum.chunksNew.Add(1)
 		select {
-		case b.saves <- saveJob{typ: repo.DataBlob, id: c.ID, data: bytes.Clone(c.Data)}:
+		case b.saves <- saveJob{typ: repo.DataBlob, id: c.ID, data: chunkCopies.copyOf(c.Data)}:
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
 		}

@@ -98,6 +98,14 @@ func TestKeyedIDs(t *testing.T) {
 	if a, b := h1.Sum([]byte("x")), h1.Sum([]byte{'x'}); a != b {
 		t.Fatal("IDs are not deterministic")
 	}
+	// Sum reuses hash states: one left from a long input must not leak
+	// into the next ID.
+	h1.Sum(make([]byte, 100<<10))
+	fresh := h1.New()
+	fresh.Write([]byte("x"))
+	if a := h1.Sum([]byte("x")); !bytes.Equal(a[:], fresh.Sum(nil)) {
+		t.Fatal("Sum after a long input differs from a fresh hash")
+	}
 	id := h1.Sum([]byte("x"))
 	back, err := ParseID(id.String())
 	if err != nil || back != id {

@@ -2,9 +2,7 @@ package repo
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
-	"strings"
 	"testing"
 )
 
@@ -37,15 +35,6 @@ func TestArenaPool(t *testing.T) {
 			t.Fatalf("get(2 MiB) with only a 1 MiB arena free: cap %d, same arena %v", cap(c), &c[:1][0] == &a[0])
 		}
 	}
-}
-
-type failingPackStore struct{ *memStore }
-
-func (s failingPackStore) Put(ctx context.Context, n string, d []byte) error {
-	if strings.HasPrefix(n, "data/") {
-		return errors.New("disk full")
-	}
-	return s.memStore.Put(ctx, n, d)
 }
 
 // An upload session hands its data arenas to the next one, whether it
@@ -85,7 +74,7 @@ func TestUploaderReturnsArenas(t *testing.T) {
 		wantErr bool
 	}{
 		{ms, false},
-		{failingPackStore{ms}, true},
+		{failingStore{ms}, true},
 		{ms, false},
 	} {
 		r.store = c.store
