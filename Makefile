@@ -13,10 +13,11 @@ build:
 
 # Builds MinIO once into .tools/ (from the Go module proxy), starts it on a
 # free loopback port, runs every test against it (none may skip), stops it.
+# Race builds keep pack arenas on the heap (the detector cannot see mapped
+# memory), so the arena and uploader tests run once more without -race, on
+# the mapped arenas users get.
 test: build
 	PATH="$(CURDIR)/.tools/bin:$$PATH" scripts/with-minio.sh $(GO) test -count=1 -race -timeout 20m $(PKGS)
-	# Race builds keep pack arenas on the heap (the detector cannot see
-	# mapped memory); this runs the uploader on the mapped ones users get.
 	$(GO) test -count=1 -run 'Arena|Uploader' ./repo
 
 # Unit tests without MinIO; the S3 cases skip.
