@@ -208,7 +208,7 @@ func Backup(ctx context.Context, r *repo.Repository, ix blobIndex, opts BackupOp
 	}
 
 	var root *dirJob
-	upStats, packs, err := r.WithUploader(ctx, repo.UploadOptions{
+	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
 		Uploaders: opts.Uploaders,
 		OnPack:    b.packDone,
 	}, func(ctx context.Context, up *repo.Uploader) error {
@@ -221,17 +221,19 @@ func Backup(ctx context.Context, r *repo.Repository, ix blobIndex, opts BackupOp
 		return nil, err
 	}
 
-	return b.commitSnapshot(ctx, root.treeID, "dir", upStats, packs)
+	return b.commitSnapshot(ctx, root.treeID, "dir", upStats)
 }
 
 // commitSnapshot builds the snapshot of a finished backup and commits it.
-func (b *backup) commitSnapshot(ctx context.Context, tree chunk.ID, source string, up repo.UploadStats, packs []repo.PackInfo) (*repo.Snapshot, error) {
-	// Every pack of the session's index object is in the local index
+func (b *backup) commitSnapshot(ctx context.Context, tree chunk.ID, source string, up repo.UploadStats) (*repo.Snapshot, error) {
+	// Every pack of the session's index objects is in the local index
 	// already (OnPack); saying so spares the next run from reading the
-	// object again (200k files: 0.27 s and 50 MB of its start).
-	if k, ok := b.ix.(indexObjectNoter); ok && up.IndexObject != "" {
-		if err := k.NoteIndexObject(up.IndexObject, packs); err != nil {
-			return nil, err
+	// objects again (200k files: 0.27 s and 50 MB of its start).
+	if k, ok := b.ix.(indexObjectNoter); ok {
+		for _, o := range up.IndexObjects {
+			if err := k.NoteIndexObject(o.Name, o.Packs); err != nil {
+				return nil, err
+			}
 		}
 	}
 	end := b.opts.Now()

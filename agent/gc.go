@@ -285,7 +285,7 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 	}
 
 	// 1. Copy the live blobs of packs to repack.
-	var repackIndex string
+	var repackIndexes []string
 	if len(repackPacks) > 0 {
 		logf("repacking %d packs", len(repackPacks))
 		// New packs are indexed as they land, so lookups and commit checks
@@ -317,27 +317,25 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 			return st, err
 		}
 		st.PacksWritten, st.BytesWritten = upStats.Packs, upStats.StoredBytes
-		repackIndex = upStats.IndexObject
+		for _, o := range upStats.IndexObjects {
+			repackIndexes = append(repackIndexes, o.Name)
+		}
 		keptInfos = append(keptInfos, newPacks...)
 	}
 
 	// 2. One index of the live blobs. Dead blobs leave the dedup index here,
 	// before any object is deleted.
-	for start := 0; start < len(keptInfos); start += 1 << 15 {
-		if _, err := r.WriteIndex(ctx, keptInfos[start:min(start+1<<15, len(keptInfos))]); err != nil {
-			return st, err
-		}
+	if _, err := r.WriteIndexes(ctx, keptInfos); err != nil {
+		return st, err
 	}
 	// 3. Replace the index objects this run started from, and the repack
 	// session's own (its packs are in the new index). Index objects written
 	// since the start (a backup in fleet mode) are left alone.
-	replace := make([]string, 0, len(oldIndex)+1)
+	replace := make([]string, 0, len(oldIndex)+len(repackIndexes))
 	for _, o := range oldIndex {
 		replace = append(replace, o.Name)
 	}
-	if repackIndex != "" {
-		replace = append(replace, repackIndex)
-	}
+	replace = append(replace, repackIndexes...)
 	for _, name := range replace {
 		if err := r.DeleteIndex(ctx, name); err != nil && !errors.Is(err, repo.ErrNotFound) {
 			return st, err

@@ -53,7 +53,7 @@ func BackupTar(ctx context.Context, r *repo.Repository, ix blobIndex, in io.Read
 	}
 	b := newBackup(r, ix, opts)
 	var root chunk.ID
-	upStats, packs, err := r.WithUploader(ctx, repo.UploadOptions{
+	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
 		Uploaders: opts.Uploaders,
 		OnPack:    b.packDone,
 	}, func(ctx context.Context, up *repo.Uploader) error {
@@ -82,7 +82,7 @@ func BackupTar(ctx context.Context, r *repo.Repository, ix blobIndex, in io.Read
 	if err != nil {
 		return nil, err
 	}
-	return b.commitSnapshot(ctx, root, "tar", upStats, packs)
+	return b.commitSnapshot(ctx, root, "tar", upStats)
 }
 
 // decompress recognises gzip and zstd by their magic numbers.

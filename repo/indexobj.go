@@ -77,6 +77,54 @@ func DecodeIndex(b []byte) ([]PackInfo, error) {
 	return packs, nil
 }
 
+// IndexObject is an index object a session or collection wrote, and the
+// packs it describes.
+type IndexObject struct {
+	Name  string
+	Packs []PackInfo
+}
+
+// indexObjectBlobs bounds the blob entries of an index object written by
+// WriteIndexes, about 3 MiB of plaintext. One object per session held a
+// backup of a million small files in memory twice more at its end (38 MB
+// encoded, 36 MB sealed), and past about five million blobs it would
+// outgrow MaxIndexObject, which readers refuse.
+const indexObjectBlobs = 1 << 16
+
+// WriteIndexes stores index objects describing packs, each with at most
+// indexObjectBlobs entries unless one pack alone has more (a pack is
+// never split between objects), and returns them in order.
+func (r *Repository) WriteIndexes(ctx context.Context, packs []PackInfo) ([]IndexObject, error) {
+	var objs []IndexObject
+	for _, group := range groupPacks(packs, indexObjectBlobs) {
+		name, err := r.WriteIndex(ctx, group)
+		if err != nil {
+			return objs, err
+		}
+		objs = append(objs, IndexObject{Name: name, Packs: group})
+	}
+	return objs, nil
+}
+
+// groupPacks cuts packs into consecutive runs of at most maxBlobs blob
+// entries and maxIndexPacks packs; a pack with more blobs than maxBlobs is
+// a run of its own.
+func groupPacks(packs []PackInfo, maxBlobs int) [][]PackInfo {
+	var groups [][]PackInfo
+	start, blobs := 0, 0
+	for i, p := range packs {
+		if i > start && (blobs+len(p.Blobs) > maxBlobs || i-start == maxIndexPacks) {
+			groups = append(groups, packs[start:i])
+			start, blobs = i, 0
+		}
+		blobs += len(p.Blobs)
+	}
+	if start < len(packs) {
+		groups = append(groups, packs[start:])
+	}
+	return groups
+}
+
 // WriteIndex stores an index object for packs and returns its name.
 func (r *Repository) WriteIndex(ctx context.Context, packs []PackInfo) (string, error) {
 	var b [16]byte

@@ -32,11 +32,11 @@ const DefaultUploaders = 2
 
 // UploadStats counts what a session stored.
 type UploadStats struct {
-	Packs       uint64
-	StoredBytes uint64 // bytes of pack objects written
-	Blobs       uint64
-	RawBytes    uint64 // plaintext bytes of blobs written
-	IndexObject string // name of the index object the session wrote, if any
+	Packs        uint64
+	StoredBytes  uint64 // bytes of pack objects written
+	Blobs        uint64
+	RawBytes     uint64        // plaintext bytes of blobs written
+	IndexObjects []IndexObject // the index objects the session wrote
 }
 
 // Uploader seals blobs into packs and uploads full packs in the background.
@@ -124,11 +124,11 @@ func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn fu
 		return stats, nil, ferr
 	}
 	if len(up.packs) > 0 {
-		name, err := r.WriteIndex(ctx, up.packs)
+		objs, err := r.WriteIndexes(ctx, up.packs)
 		if err != nil {
 			return stats, nil, err
 		}
-		stats.IndexObject = name
+		stats.IndexObjects = objs
 	}
 	return stats, up.packs, nil
 }
