@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 )
 
@@ -15,6 +16,8 @@ import (
 //	CAIRN_CPUPROFILE=FILE   CPU profile of the whole run
 //	CAIRN_HEAPPROFILE=FILE  heap profile taken when the live heap peaks,
 //	                        which is what decides peak RSS
+//	CAIRN_TRACE=FILE        execution trace (`go tool trace`), which shows
+//	                        where wall time goes when CPU does not explain it
 //
 // The returned function stops them and writes the files.
 func startProfiles() (stop func()) {
@@ -28,6 +31,17 @@ func startProfiles() (stop func()) {
 			fmt.Fprintf(os.Stderr, "warning: cpu profile: %v\n", err)
 		} else {
 			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+		}
+	}
+	if path := os.Getenv("CAIRN_TRACE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "warning: trace: %v\n", err)
+		} else {
+			stops = append(stops, func() { trace.Stop(); f.Close() })
 		}
 	}
 	if path := os.Getenv("CAIRN_HEAPPROFILE"); path != "" {
