@@ -208,9 +208,10 @@ func Backup(ctx context.Context, r *repo.Repository, ix blobIndex, opts BackupOp
 	}
 
 	var root *dirJob
-	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
+	upStats, err := r.WithUploader(ctx, repo.UploadOptions{
 		Uploaders: opts.Uploaders,
 		OnPack:    b.packDone,
+		SpillDir:  spillDir(ix),
 	}, func(ctx context.Context, up *repo.Uploader) error {
 		b.up = up
 		var err error
@@ -853,4 +854,14 @@ func (b *backup) scan(ctx context.Context, rootInfo fs.FileInfo) {
 	p.TotalFiles.Store(files)
 	p.TotalBytes.Store(bytes)
 	p.ScanDone.Store(true)
+}
+
+// spillDir is where a session keeps the blob entries of its packs until
+// it writes its index objects: next to the local index, on the disk that
+// holds the state, rather than in a temporary folder that may be RAM.
+func spillDir(ix blobIndex) string {
+	if l, ok := ix.(*index.Index); ok {
+		return filepath.Dir(l.Dir())
+	}
+	return ""
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/chunk"
@@ -290,8 +292,15 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 		logf("repacking %d packs", len(repackPacks))
 		// New packs are indexed as they land, so lookups and commit checks
 		// find their blobs there before the old packs go.
-		upOpts := repo.UploadOptions{Uploaders: opts.Uploaders, OnPack: func(p repo.PackInfo) error { return ix.AddPacks([]repo.PackInfo{p}) }}
-		upStats, newPacks, err := r.WithUploader(ctx, upOpts, func(ctx context.Context, up *repo.Uploader) error {
+		var newPacks []repo.PackInfo
+		var newMu sync.Mutex
+		upOpts := repo.UploadOptions{Uploaders: opts.Uploaders, SpillDir: filepath.Dir(ix.Dir()), OnPack: func(p repo.PackInfo) error {
+			newMu.Lock()
+			newPacks = append(newPacks, p)
+			newMu.Unlock()
+			return ix.AddPacks([]repo.PackInfo{p})
+		}}
+		upStats, err := r.WithUploader(ctx, upOpts, func(ctx context.Context, up *repo.Uploader) error {
 			for _, p := range repackPacks {
 				entries := append([]repo.BlobEntry(nil), p.live...)
 				sort.Slice(entries, func(i, j int) bool { return entries[i].Offset < entries[j].Offset })

@@ -24,7 +24,14 @@ func storeSnapshot(t *testing.T, l *agent.Local, data map[string][]byte, trees .
 	t.Helper()
 	ctx := context.Background()
 	var root chunk.ID
-	_, packs, err := l.Repo.WithUploader(ctx, repo.UploadOptions{}, func(ctx context.Context, up *repo.Uploader) error {
+	var packs []repo.PackInfo
+	var mu sync.Mutex
+	_, err := l.Repo.WithUploader(ctx, repo.UploadOptions{OnPack: func(p repo.PackInfo) error {
+		mu.Lock()
+		defer mu.Unlock()
+		packs = append(packs, p)
+		return nil
+	}}, func(ctx context.Context, up *repo.Uploader) error {
 		for _, d := range data {
 			if _, err := up.Add(ctx, repo.DataBlob, l.Repo.Hasher().Sum(d), d); err != nil {
 				return err

@@ -24,7 +24,7 @@ type prefetcher interface {
 // indexObjectNoter is a blobIndex that keeps track of which index objects
 // it has read, and what they describe.
 type indexObjectNoter interface {
-	NoteIndexObject(name string, packs []repo.PackInfo) error
+	NoteIndexObject(name string, packs []repo.PackID) error
 }
 
 var _ indexObjectNoter = (*index.Index)(nil)

@@ -53,7 +53,7 @@ func BackupTar(ctx context.Context, r *repo.Repository, ix blobIndex, in io.Read
 	}
 	b := newBackup(r, ix, opts)
 	var root chunk.ID
-	upStats, _, err := r.WithUploader(ctx, repo.UploadOptions{
+	upStats, err := r.WithUploader(ctx, repo.UploadOptions{
 		Uploaders: opts.Uploaders,
 		OnPack:    b.packDone,
 	}, func(ctx context.Context, up *repo.Uploader) error {

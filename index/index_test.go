@@ -43,7 +43,7 @@ func openIndex(t *testing.T, r *repo.Repository) *index.Index {
 func writeBlobs(t *testing.T, r *repo.Repository, contents ...string) []chunk.ID {
 	t.Helper()
 	var ids []chunk.ID
-	_, _, err := r.WithUploader(context.Background(), repo.UploadOptions{}, func(ctx context.Context, up *repo.Uploader) error {
+	_, err := r.WithUploader(context.Background(), repo.UploadOptions{}, func(ctx context.Context, up *repo.Uploader) error {
 		for _, c := range contents {
 			id := r.Hasher().Sum([]byte(c))
 			ids = append(ids, id)

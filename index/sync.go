@@ -161,18 +161,14 @@ func (ix *Index) reload(ctx context.Context, r *repo.Repository, objs []repo.Obj
 // NoteIndexObject records that the index holds everything the index
 // object name lists (its writer added the packs as it uploaded them), so
 // Sync does not read it again, and which packs it describes.
-func (ix *Index) NoteIndexObject(name string, packs []repo.PackInfo) error {
-	return ix.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(append([]byte{pIndexObj}, name...), packIDs(packs))
-	})
-}
-
-func packIDs(packs []repo.PackInfo) []byte {
+func (ix *Index) NoteIndexObject(name string, packs []repo.PackID) error {
 	out := make([]byte, 0, len(packs)*len(repo.PackID{}))
-	for _, p := range packs {
-		out = append(out, p.ID[:]...)
+	for _, id := range packs {
+		out = append(out, id[:]...)
 	}
-	return out
+	return ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte{pIndexObj}, name...), out)
+	})
 }
 
 // IndexObjectPacks returns the packs the index object name describes, as
@@ -217,7 +213,11 @@ func (ix *Index) loadIndexObject(ctx context.Context, r *repo.Repository, name s
 	}
 	st.IndexObjects++
 	st.PacksFromIndex += len(packs)
-	return packs, ix.NoteIndexObject(name, packs)
+	ids := make([]repo.PackID, len(packs))
+	for i, p := range packs {
+		ids[i] = p.ID
+	}
+	return packs, ix.NoteIndexObject(name, ids)
 }
 
 func (ix *Index) syncSnapshots(ctx context.Context, r *repo.Repository, st *SyncStats) error {

@@ -51,7 +51,7 @@ func TestUploaderReturnsArenas(t *testing.T) {
 	}
 	session := func() (int, error) {
 		var up *Uploader
-		_, _, err := r.WithUploader(ctx, UploadOptions{Uploaders: 1}, func(ctx context.Context, u *Uploader) error {
+		_, err := r.WithUploader(ctx, UploadOptions{Uploaders: 1}, func(ctx context.Context, u *Uploader) error {
 			up = u
 			for i := range 8 {
 				blob[0] = byte(i)

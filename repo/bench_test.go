@@ -58,7 +58,7 @@ func BenchmarkPackWrite(b *testing.B) {
 			b.SetBytes(16 << 20)
 			for i := 0; b.Loop(); i++ {
 				r.store = &memStore{m: map[string][]byte{}}
-				_, _, err := r.WithUploader(context.Background(), UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+				_, err := r.WithUploader(context.Background(), UploadOptions{}, func(ctx context.Context, up *Uploader) error {
 					for j, d := range blobs {
 						d[1] = byte(i) // distinct IDs per round
 						d[2] = byte(j)

@@ -81,7 +81,7 @@ func DecodeIndex(b []byte) ([]PackInfo, error) {
 // packs it describes.
 type IndexObject struct {
 	Name  string
-	Packs []PackInfo
+	Packs []PackID
 }
 
 // indexObjectBlobs bounds the blob entries of an index object written by
@@ -101,7 +101,11 @@ func (r *Repository) WriteIndexes(ctx context.Context, packs []PackInfo) ([]Inde
 		if err != nil {
 			return objs, err
 		}
-		objs = append(objs, IndexObject{Name: name, Packs: group})
+		ids := make([]PackID, len(group))
+		for i, p := range group {
+			ids[i] = p.ID
+		}
+		objs = append(objs, IndexObject{Name: name, Packs: ids})
 	}
 	return objs, nil
 }
@@ -127,12 +131,17 @@ func groupPacks(packs []PackInfo, maxBlobs int) [][]PackInfo {
 
 // WriteIndex stores an index object for packs and returns its name.
 func (r *Repository) WriteIndex(ctx context.Context, packs []PackInfo) (string, error) {
+	return r.writeIndexPlain(ctx, EncodeIndex(packs))
+}
+
+// writeIndexPlain stores an index object of the given plaintext.
+func (r *Repository) writeIndexPlain(ctx context.Context, plain []byte) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
 	name := indexName(hex.EncodeToString(b[:]))
-	sealed := r.sealer.seal(nil, EncodeIndex(packs), []byte(name))
+	sealed := r.sealer.seal(nil, plain, []byte(name))
 	if err := r.store.Put(ctx, name, sealed); err != nil {
 		return "", fmt.Errorf("write index: %w", err)
 	}

@@ -70,8 +70,8 @@ const (
 type packedBlob struct {
 	t        BlobType
 	id       chunk.ID
-	off, len int // in the arena
-	rawLen   int
+	off, len uint32 // in the arena
+	rawLen   uint32 // 48 bytes a blob, not 64 with ints: a pack of tiny files lists 100,000
 }
 
 // encodePackHeader encodes the table of contents; offsets are implied by
@@ -140,12 +140,12 @@ func (r *Repository) assemblePack(arena []byte, blobs []packedBlob, pieces Piece
 	off := 0
 	for i, b := range blobs {
 		sealed := arena[b.off : b.off+b.len]
-		entries[i] = BlobEntry{Type: b.t, ID: b.id, Offset: uint32(off), Length: uint32(b.len), RawLength: uint32(b.rawLen)}
+		entries[i] = BlobEntry{Type: b.t, ID: b.id, Offset: uint32(off), Length: b.len, RawLength: b.rawLen}
 		if err := r.verifyBlob(entries[i], sealed, sc); err != nil {
 			return PackInfo{}, pieces, hdr, fmt.Errorf("verify blob before upload: %w", err)
 		}
 		pieces = append(pieces, sealed)
-		off += b.len
+		off += int(b.len)
 	}
 	hdr = r.sealer.seal(hdr[:0], encodePackHeader(entries), []byte(packHeaderAD))
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(hdr)))

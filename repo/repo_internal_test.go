@@ -176,7 +176,8 @@ func TestUploaderPacksAndHeaders(t *testing.T) {
 	r := testRepository(t)
 	rnd := rand.New(rand.NewPCG(2, 2))
 	want := map[chunk.ID][]byte{}
-	stats, packs, err := r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+	collected, onPack := packCollector()
+	stats, err := r.WithUploader(ctx, UploadOptions{OnPack: onPack}, func(ctx context.Context, up *Uploader) error {
 		for i := range 40 {
 			b := make([]byte, 50000+i)
 			for j := range b {
@@ -193,6 +194,7 @@ func TestUploaderPacksAndHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	packs := *collected
 	if stats.Blobs != 40 || len(packs) < 2 {
 		t.Fatalf("stats %+v, %d packs; want 40 blobs in 2+ packs of 1 MiB", stats, len(packs))
 	}
@@ -252,7 +254,7 @@ func TestUploaderFailureWritesNoIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.store = failingStore{ms}
-	_, _, err = r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+	_, err = r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
 		for i := range 100 {
 			b := bytes.Repeat([]byte{byte(i)}, 70000)
 			if _, err := up.Add(ctx, DataBlob, r.hasher.Sum(b), b); err != nil {
@@ -318,7 +320,8 @@ func TestLoadTreeCachesBusyTreePacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var trees []*Tree
-	_, packs, err := r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+	collected, onPack := packCollector()
+	_, err = r.WithUploader(ctx, UploadOptions{OnPack: onPack}, func(ctx context.Context, up *Uploader) error {
 		for i := range 20 {
 			tr := &Tree{Nodes: []Node{{Name: fmt.Sprintf("file%02d", i), Type: NodeFile, Size: uint64(i)}}}
 			trees = append(trees, tr)
@@ -329,6 +332,7 @@ func TestLoadTreeCachesBusyTreePacks(t *testing.T) {
 		}
 		return nil
 	})
+	packs := *collected
 	if err != nil || len(packs) != 1 {
 		t.Fatalf("%d packs, %v", len(packs), err)
 	}
@@ -396,7 +400,7 @@ func TestUploaderBoundsArenas(t *testing.T) {
 			ms := &memStore{m: map[string][]byte{}}
 			r.store = slowStore{ms}
 			var up *Uploader
-			stats, _, err := r.WithUploader(ctx, UploadOptions{Uploaders: c.uploaders}, func(ctx context.Context, u *Uploader) error {
+			stats, err := r.WithUploader(ctx, UploadOptions{Uploaders: c.uploaders}, func(ctx context.Context, u *Uploader) error {
 				up = u
 				g, ctx := errgroup.WithContext(ctx)
 				for s := range c.savers {
@@ -430,5 +434,18 @@ func TestUploaderBoundsArenas(t *testing.T) {
 				t.Errorf("%d data arenas made, at most %d allowed", made, c.uploaders+1)
 			}
 		})
+	}
+}
+
+// packCollector returns an OnPack that collects every pack a session
+// stores, and where they go.
+func packCollector() (*[]PackInfo, func(PackInfo) error) {
+	var mu sync.Mutex
+	var packs []PackInfo
+	return &packs, func(p PackInfo) error {
+		mu.Lock()
+		defer mu.Unlock()
+		packs = append(packs, p)
+		return nil
 	}
 }

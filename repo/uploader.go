@@ -23,6 +23,10 @@ type UploadOptions struct {
 	// durable, before the session ends: the index learns about blobs as soon
 	// as they can be read.
 	OnPack func(PackInfo) error
+	// SpillDir is where a session with more blobs than one index object
+	// describes keeps their entries until it writes its index objects (an
+	// unlinked temporary file); empty means os.TempDir().
+	SpillDir string
 }
 
 // DefaultUploaders: two packs in flight keep an S3 connection busy while
@@ -49,7 +53,7 @@ type Uploader struct {
 
 	mu    sync.Mutex
 	open  map[BlobType]*openPack
-	packs []PackInfo
+	spill *indexSpill
 
 	queue chan *openPack
 	// arenas is a free list of data arenas: every one has the same
@@ -79,14 +83,14 @@ type openPack struct {
 }
 
 // WithUploader runs fn with an Uploader. When fn returns nil, the open packs
-// are flushed, every upload is awaited and one index object describing the
-// session's packs is written; only then does WithUploader return, so a
+// are flushed, every upload is awaited and the index objects describing the
+// session's packs are written; only then does WithUploader return, so a
 // snapshot written afterwards references only durable data. When fn (or an
 // upload) fails, the session is torn down and the error returned; packs
 // already uploaded stay unreferenced until garbage collection. fn must not
 // return while goroutines it started still use up: the session's pack
 // memory is handed to the next session once fn and the uploads are done.
-func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn func(ctx context.Context, up *Uploader) error) (UploadStats, []PackInfo, error) {
+func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn func(ctx context.Context, up *Uploader) error) (UploadStats, error) {
 	n := opts.Uploaders
 	if n <= 0 {
 		n = TraitsOf(r.store).Uploaders
@@ -100,7 +104,9 @@ func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn fu
 		open:   map[BlobType]*openPack{},
 		queue:  make(chan *openPack),
 		arenas: make(chan []byte, n+1), maxArenas: n + 1,
+		spill: &indexSpill{dir: opts.SpillDir},
 	}
+	defer up.spill.close()
 	for range n {
 		g.Go(func() error { return up.uploadLoop(gctx) })
 	}
@@ -119,18 +125,13 @@ func (r *Repository) WithUploader(ctx context.Context, opts UploadOptions, fn fu
 		// An upload error cancels gctx, and fn then usually fails with
 		// context.Canceled; the upload error is the one worth reporting.
 		if werr != nil && (ferr == nil || errors.Is(ferr, context.Canceled)) {
-			return stats, nil, werr
+			return stats, werr
 		}
-		return stats, nil, ferr
+		return stats, ferr
 	}
-	if len(up.packs) > 0 {
-		objs, err := r.WriteIndexes(ctx, up.packs)
-		if err != nil {
-			return stats, nil, err
-		}
-		stats.IndexObjects = objs
-	}
-	return stats, up.packs, nil
+	objs, err := up.spill.write(ctx, r)
+	stats.IndexObjects = objs
+	return stats, err
 }
 
 // Stats returns what the session has stored so far.
@@ -231,7 +232,7 @@ func (u *Uploader) reserve(t BlobType, id chunk.ID, n, rawLen int) (op *openPack
 	}
 	off = op.used
 	op.used += n
-	op.blobs = append(op.blobs, packedBlob{t: t, id: id, off: off, len: n, rawLen: rawLen})
+	op.blobs = append(op.blobs, packedBlob{t: t, id: id, off: uint32(off), len: uint32(n), rawLen: uint32(rawLen)})
 	op.sealing++
 	if op.used >= u.packSize || len(op.blobs) >= maxPackBlobs {
 		op.closed = true
@@ -354,9 +355,9 @@ func (u *Uploader) uploadLoop(ctx context.Context) error {
 				return err
 			}
 		}
-		u.mu.Lock()
-		u.packs = append(u.packs, info)
-		u.mu.Unlock()
+		if err := u.spill.add(info); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ func TestVerifyBeforeUpload(t *testing.T) {
 			if c.badID {
 				id[5] ^= 1
 			}
-			_, _, err := r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
+			_, err := r.WithUploader(ctx, UploadOptions{}, func(ctx context.Context, up *Uploader) error {
 				_, err := up.Add(ctx, DataBlob, id, c.data)
 				return err
 			})

@@ -289,7 +289,11 @@ func forgeCommit(t *testing.T, e *testEnv, lookupFirst bool) error {
 	forged := repo.Tree{Nodes: []repo.Node{{Name: "x", Type: repo.NodeFile, Mode: 0o644, Size: tree.Nodes[0].Size, Content: []chunk.ID{stolen}}}}
 	enc := forged.Encode()
 	id := e.c.cfg.Repo.Hasher().Sum(enc)
-	_, packs, err := e.c.cfg.Repo.WithUploader(ctx, repo.UploadOptions{}, func(ctx context.Context, up *repo.Uploader) error {
+	var packs []repo.PackInfo
+	_, err = e.c.cfg.Repo.WithUploader(ctx, repo.UploadOptions{OnPack: func(p repo.PackInfo) error {
+		packs = append(packs, p) // a single tree blob: one pack, one call
+		return nil
+	}}, func(ctx context.Context, up *repo.Uploader) error {
 		_, err := up.Add(ctx, repo.TreeBlob, id, enc)
 		return err
 	})
