@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/restic/chunker"
 
 	"github.com/cairn-backup/cairn/chunk"
@@ -264,5 +265,99 @@ func TestIndexObjectPacks(t *testing.T) {
 	}
 	if _, ok, err := ix.IndexObjectPacks("index/old"); ok || err != nil {
 		t.Errorf("noted without packs: known %v, %v", ok, err)
+	}
+}
+
+// Blob entries name their pack by a ref. Refs given before a reopen stay
+// valid after it and new packs never take one of them, and a pack entry
+// deleted by a reload and added again resolves as before.
+func TestPackRefsSurviveReopen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ix")
+	pack := func(b byte, blobs int) repo.PackInfo {
+		p := repo.PackInfo{ID: repo.PackID{b, 0xee}, Size: 1 << 20}
+		for i := range blobs {
+			p.Blobs = append(p.Blobs, repo.BlobEntry{Type: repo.DataBlob, ID: chunk.ID{b, byte(i)}, Offset: uint32(i) * 70000, Length: 70000, RawLength: 1 << 17})
+		}
+		return p
+	}
+	check := func(ix *index.Index, ps ...repo.PackInfo) {
+		t.Helper()
+		for _, p := range ps {
+			for _, e := range p.Blobs {
+				loc, ok, err := ix.Lookup(e.Type, e.ID)
+				if err != nil || !ok || loc.Pack != p.ID || loc.Entry != e {
+					t.Fatalf("lookup %x: %+v %v %v; want %x %+v", e.ID[:2], loc, ok, err, p.ID[:2], e)
+				}
+			}
+		}
+	}
+	ix, err := index.Open(dir, "repo-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := pack(1, 3), pack(2, 200)
+	if err := ix.AddPacks([]repo.PackInfo{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	check(ix, a, b)
+	ix.Close()
+
+	ix, err = index.Open(dir, "repo-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	c := pack(3, 5)
+	if err := ix.AddPacks([]repo.PackInfo{c, a}); err != nil { // a again: same ref
+		t.Fatal(err)
+	}
+	check(ix, a, b, c)
+	var blobs int
+	if err := ix.EachBlob(func(loc index.Location) error { blobs++; return nil }); err != nil || blobs != 208 {
+		t.Fatalf("EachBlob: %d blobs, %v; want 208", blobs, err)
+	}
+	packs, err := ix.Packs()
+	if err != nil || len(packs) != 3 {
+		t.Fatalf("Packs: %+v %v", packs, err)
+	}
+}
+
+// An index written by an older cairn, with pack IDs in its blob entries,
+// is emptied when opened and refilled from the bucket by Sync.
+func TestOldIndexFormatIsRefilled(t *testing.T) {
+	r, _ := testRepo(t)
+	ids := writeBlobs(t, r, "one", "two")
+	dir := filepath.Join(t.TempDir(), "ix")
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set([]byte("mrepo"), []byte(r.Config().ID)); err != nil {
+			return err
+		}
+		old := make([]byte, 44) // pack ID, offset, length, raw length
+		return txn.Set(append([]byte{'b', byte(repo.DataBlob)}, ids[0][:]...), old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	ix, err := index.Open(dir, r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if has, err := ix.Has(repo.DataBlob, ids[0]); err != nil || has {
+		t.Fatalf("old entry after open: %v %v; want gone", has, err)
+	}
+	if _, err := ix.Sync(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, ok, err := ix.Lookup(repo.DataBlob, id); err != nil || !ok {
+			t.Fatalf("lookup after sync: %v %v", ok, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package index
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -107,16 +108,20 @@ func (ix *Index) reload(ctx context.Context, r *repo.Repository, objs []repo.Obj
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
+			if _, ok := seenBlobs[string(k)]; ok {
+				continue
+			}
 			var pack repo.PackID
 			if err := it.Item().Value(func(v []byte) error {
-				if len(v) >= 32 {
-					copy(pack[:], v)
+				// An entry that does not decode is deleted like a stale one.
+				if ref, n := binary.Uvarint(v); n > 0 {
+					pack, _ = ix.packOfRef(txn, ref)
 				}
 				return nil
 			}); err != nil {
 				return err
 			}
-			if _, ok := seenBlobs[string(k)]; ok || recent[pack] {
+			if recent[pack] {
 				continue
 			}
 			if err := wb.Delete(k); err != nil {
@@ -132,6 +137,8 @@ func (ix *Index) reload(ctx context.Context, r *repo.Repository, objs []repo.Obj
 			if seenPacks[id] || recent[id] {
 				continue
 			}
+			// Its ref entry stays (41 bytes): a blob entry written by a
+			// concurrent AddPacks of the same pack may still name it.
 			if err := wb.Delete(k); err != nil {
 				return err
 			}
@@ -270,9 +277,13 @@ func (ix *Index) syncSnapshots(ctx context.Context, r *repo.Repository, st *Sync
 func (ix *Index) Rebuild(ctx context.Context, r *repo.Repository) (SyncStats, error) {
 	var st SyncStats
 	st.Reloaded = true
-	if err := ix.dropPrefix(pBlob, pPack, pIndexObj, pSnapshot); err != nil {
+	if err := ix.dropPrefix(pBlob, pPack, pRef, pIndexObj, pSnapshot); err != nil {
 		return st, err
 	}
+	ix.refMu.Lock()
+	clear(ix.refOf)
+	clear(ix.packOf)
+	ix.refMu.Unlock()
 	objs, err := r.ListIndexNames(ctx)
 	if err != nil {
 		return st, err
