@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -294,7 +293,7 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
 		// find their blobs there before the old packs go.
 		var newPacks []repo.PackInfo
 		var newMu sync.Mutex
-		upOpts := repo.UploadOptions{Uploaders: opts.Uploaders, SpillDir: filepath.Dir(ix.Dir()), OnPack: func(p repo.PackInfo) error {
+		upOpts := repo.UploadOptions{Uploaders: opts.Uploaders, SpillDir: spillDir(ix), OnPack: func(p repo.PackInfo) error {
 			newMu.Lock()
 			newPacks = append(newPacks, p)
 			newMu.Unlock()
@@ -396,9 +395,7 @@ func packsDescribedBy(ctx context.Context, l *Local, objs []repo.ObjectInfo) (ma
 			if err != nil {
 				return nil, err
 			}
-			for _, p := range infos {
-				ids = append(ids, p.ID)
-			}
+			ids = repo.PackIDs(infos)
 		}
 		for _, id := range ids {
 			out[id] = true

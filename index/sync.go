@@ -220,11 +220,7 @@ func (ix *Index) loadIndexObject(ctx context.Context, r *repo.Repository, name s
 	}
 	st.IndexObjects++
 	st.PacksFromIndex += len(packs)
-	ids := make([]repo.PackID, len(packs))
-	for i, p := range packs {
-		ids[i] = p.ID
-	}
-	return packs, ix.NoteIndexObject(name, ids)
+	return packs, ix.NoteIndexObject(name, repo.PackIDs(packs))
 }
 
 func (ix *Index) syncSnapshots(ctx context.Context, r *repo.Repository, st *SyncStats) error {

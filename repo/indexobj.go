@@ -101,13 +101,18 @@ func (r *Repository) WriteIndexes(ctx context.Context, packs []PackInfo) ([]Inde
 		if err != nil {
 			return objs, err
 		}
-		ids := make([]PackID, len(group))
-		for i, p := range group {
-			ids[i] = p.ID
-		}
-		objs = append(objs, IndexObject{Name: name, Packs: ids})
+		objs = append(objs, IndexObject{Name: name, Packs: PackIDs(group)})
 	}
 	return objs, nil
+}
+
+// PackIDs returns the IDs of packs.
+func PackIDs(packs []PackInfo) []PackID {
+	ids := make([]PackID, len(packs))
+	for i, p := range packs {
+		ids[i] = p.ID
+	}
+	return ids
 }
 
 // groupPacks cuts packs into consecutive runs of at most maxBlobs blob
@@ -117,7 +122,7 @@ func groupPacks(packs []PackInfo, maxBlobs int) [][]PackInfo {
 	var groups [][]PackInfo
 	start, blobs := 0, 0
 	for i, p := range packs {
-		if i > start && (blobs+len(p.Blobs) > maxBlobs || i-start == maxIndexPacks) {
+		if groupFull(i-start, blobs, len(p.Blobs), maxBlobs) {
 			groups = append(groups, packs[start:i])
 			start, blobs = i, 0
 		}
@@ -127,6 +132,12 @@ func groupPacks(packs []PackInfo, maxBlobs int) [][]PackInfo {
 		groups = append(groups, packs[start:])
 	}
 	return groups
+}
+
+// groupFull reports whether a group of packs holding blobs entries must
+// close before a pack of next entries joins it.
+func groupFull(packs, blobs, next, maxBlobs int) bool {
+	return packs > 0 && (blobs+next > maxBlobs || packs == maxIndexPacks)
 }
 
 // WriteIndex stores an index object for packs and returns its name.

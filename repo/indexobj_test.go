@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -72,9 +73,19 @@ func TestWriteIndexesSplits(t *testing.T) {
 	if len(objs) != 3 {
 		t.Fatalf("%d index objects, want 3 (40k+20k | 30k+30k | 80k alone)", len(objs))
 	}
-	seen := map[PackID]int{}
+	checkIndexObjects(t, r, objs, packs)
+}
+
+// checkIndexObjects checks that objs, read back from the store, describe
+// every one of packs exactly once, entry for entry, and no other pack.
+func checkIndexObjects(t *testing.T, r *Repository, objs []IndexObject, packs []PackInfo) {
+	t.Helper()
+	want := map[PackID]PackInfo{}
+	for _, p := range packs {
+		want[p.ID] = p
+	}
 	for _, o := range objs {
-		back, err := r.ReadIndex(ctx, o.Name)
+		back, err := r.ReadIndex(context.Background(), o.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,15 +93,14 @@ func TestWriteIndexesSplits(t *testing.T) {
 			t.Fatalf("%s holds %d packs, the session says %d", o.Name, len(back), len(o.Packs))
 		}
 		for i, p := range back {
-			if p.ID != o.Packs[i] {
-				t.Fatalf("%s pack %d differs from what was written", o.Name, i)
+			w, ok := want[p.ID]
+			if !ok || p.ID != o.Packs[i] || !slices.Equal(p.Blobs, w.Blobs) {
+				t.Fatalf("%s pack %d (%s) is not one written, or described twice", o.Name, i, p.ID.Short())
 			}
-			seen[p.ID]++
+			delete(want, p.ID)
 		}
 	}
-	for _, p := range packs {
-		if seen[p.ID] != 1 {
-			t.Errorf("pack %s described %d times", p.ID.Short(), seen[p.ID])
-		}
+	if len(want) != 0 {
+		t.Errorf("%d packs described by no index object", len(want))
 	}
 }

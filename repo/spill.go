@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 
 	"lukechampine.com/blake3"
@@ -36,12 +37,11 @@ type spilledGroup struct {
 }
 
 // add records a landed pack. Packs are grouped as WriteIndexes groups
-// them: a group closes before the pack that would take it past
-// indexObjectBlobs entries or maxIndexPacks packs.
+// them.
 func (s *indexSpill) add(p PackInfo) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.pending) > 0 && (s.blobs+len(p.Blobs) > indexObjectBlobs || len(s.pending) == maxIndexPacks) {
+	if groupFull(len(s.pending), s.blobs, len(p.Blobs), indexObjectBlobs) {
 		if err := s.spillLocked(); err != nil {
 			return err
 		}
@@ -69,10 +69,7 @@ func (s *indexSpill) spillLocked() error {
 	if _, err := s.f.WriteAt(plain, s.size); err != nil {
 		return fmt.Errorf("index spill in %s: %w", s.f.Name(), err)
 	}
-	g := spilledGroup{off: s.size, n: int64(len(plain)), sum: blake3.Sum256(plain), packs: make([]PackID, len(s.pending))}
-	for i, p := range s.pending {
-		g.packs[i] = p.ID
-	}
+	g := spilledGroup{off: s.size, n: int64(len(plain)), sum: blake3.Sum256(plain), packs: PackIDs(s.pending)}
 	s.groups = append(s.groups, g)
 	s.size += g.n
 	clear(s.pending)
@@ -89,7 +86,7 @@ func (s *indexSpill) write(ctx context.Context, r *Repository) ([]IndexObject, e
 	var objs []IndexObject
 	var plain []byte
 	for _, g := range s.groups {
-		plain = append(plain[:0], make([]byte, g.n)...)
+		plain = slices.Grow(plain[:0], int(g.n))[:g.n]
 		if _, err := s.f.ReadAt(plain, g.off); err != nil {
 			return objs, fmt.Errorf("index spill in %s: %w", s.f.Name(), err)
 		}

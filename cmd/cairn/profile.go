@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -23,26 +24,10 @@ import (
 func startProfiles() (stop func()) {
 	var stops []func()
 	if path := os.Getenv("CAIRN_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "warning: cpu profile: %v\n", err)
-		} else {
-			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
-		}
+		stops = append(stops, recordTo(path, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile))
 	}
 	if path := os.Getenv("CAIRN_TRACE"); path != "" {
-		f, err := os.Create(path)
-		if err == nil {
-			err = trace.Start(f)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "warning: trace: %v\n", err)
-		} else {
-			stops = append(stops, func() { trace.Stop(); f.Close() })
-		}
+		stops = append(stops, recordTo(path, "trace", trace.Start, trace.Stop))
 	}
 	if path := os.Getenv("CAIRN_HEAPPROFILE"); path != "" {
 		stops = append(stops, watchHeapPeak(path))
@@ -52,6 +37,23 @@ func startProfiles() (stop func()) {
 			s()
 		}
 	}
+}
+
+// recordTo starts a recording into the file at path and returns what
+// stops it. A file that cannot be made is a warning, not an error: the
+// command runs on unrecorded.
+func recordTo(path, what string, start func(io.Writer) error, stop func()) func() {
+	f, err := os.Create(path)
+	if err == nil {
+		if err = start(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warning: %s: %v\n", what, err)
+		return func() {}
+	}
+	return func() { stop(); f.Close() }
 }
 
 // watchHeapPeak samples the live heap and rewrites the heap profile each
