@@ -339,7 +339,7 @@ func (ix *Index) packOfRef(txn *badger.Txn, ref uint64) (repo.PackID, error) {
 	}
 	item, err := txn.Get(refKey(ref))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return id, fmt.Errorf("index names pack ref %d, which it lacks: %w", ref, repo.ErrCorrupt)
+		return id, fmt.Errorf("local index %s names pack ref %d, which it lacks (run `cairn index rebuild`): %w", ix.dir, ref, repo.ErrCorrupt)
 	}
 	if err != nil {
 		return id, err
