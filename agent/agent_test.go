@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/agent"
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/mem"
 	"github.com/cairn-backup/cairn/repo/storetest"
@@ -172,6 +174,48 @@ func TestRestoreSubpathAndSingleFile(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(dst3, "one")); string(got) != "x" {
 		t.Fatalf("single-file snapshot restored %q", got)
+	}
+}
+
+// hidingIndex answers one chunk as unknown, as an index that lost it
+// would, through both ways a restore looks chunks up.
+type hidingIndex struct {
+	*index.Index
+	hide chunk.ID
+}
+
+func (h hidingIndex) Lookup(t repo.BlobType, id chunk.ID) (index.Location, bool, error) {
+	if id == h.hide {
+		return index.Location{}, false, nil
+	}
+	return h.Index.Lookup(t, id)
+}
+
+func (h hidingIndex) LookupMany(t repo.BlobType, ids []chunk.ID, fn func(int, index.Location, bool) error) error {
+	return h.Index.LookupMany(t, ids, func(i int, loc index.Location, found bool) error {
+		return fn(i, loc, found && ids[i] != h.hide)
+	})
+}
+
+// A chunk missing from the index fails the restore with an error that
+// names the file, whether the whole snapshot or only that file is
+// restored.
+func TestRestoreOfAChunkMissingFromTheIndexNamesTheFile(t *testing.T) {
+	src := t.TempDir()
+	richTree(t, src, 0)
+	l := newLocal(t, stores[0].new(t))
+	sn := snapshot(t, l, src, nil)
+	ctx := context.Background()
+	n, _, err := agent.Resolve(ctx, l.Repo, l.Index, sn, "dir/text.txt")
+	if err != nil || len(n.Content) == 0 {
+		t.Fatalf("resolve: %+v %v", n, err)
+	}
+	ix := hidingIndex{Index: l.Index, hide: n.Content[len(n.Content)-1]}
+	for _, sub := range []string{"", "dir", "dir/text.txt"} {
+		_, err := agent.Restore(ctx, l.Repo, ix, sn, sub, agent.RestoreOptions{Target: t.TempDir()})
+		if !errors.Is(err, repo.ErrNotFound) || !strings.Contains(err.Error(), "text.txt") || !strings.Contains(err.Error(), "not in the index") {
+			t.Errorf("restore of %q: %v; want ErrNotFound naming text.txt", sub, err)
+		}
 	}
 }
 

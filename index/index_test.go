@@ -361,3 +361,74 @@ func TestOldIndexFormatIsRefilled(t *testing.T) {
 		}
 	}
 }
+
+// LookupMany answers like Lookup for each ID, in order, misses included,
+// and stops at the first error its callback returns.
+func TestLookupMany(t *testing.T) {
+	ix, err := index.Open(t.TempDir(), "repo-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	p := repo.PackInfo{ID: repo.PackID{7}, Size: 1 << 20}
+	for i := range 4 {
+		p.Blobs = append(p.Blobs, repo.BlobEntry{Type: repo.DataBlob, ID: chunk.ID{byte(i + 1)}, Offset: uint32(i) * 100, Length: 100, RawLength: 200})
+	}
+	if err := ix.AddPacks([]repo.PackInfo{p}); err != nil {
+		t.Fatal(err)
+	}
+	missing := chunk.ID{0xff}
+	stop := errors.New("stop")
+	tests := []struct {
+		name    string
+		ids     []chunk.ID
+		stopAt  int // the callback fails at this call; -1 never
+		want    []bool
+		wantErr error
+	}{
+		{"all found", []chunk.ID{{3}, {1}, {4}}, -1, []bool{true, true, true}, nil},
+		{"a miss in the middle", []chunk.ID{{2}, missing, {1}}, -1, []bool{true, false, true}, nil},
+		{"same id twice", []chunk.ID{{2}, {2}}, -1, []bool{true, true}, nil},
+		{"none", nil, -1, nil, nil},
+		{"callback error stops", []chunk.ID{{1}, {2}, {3}}, 1, []bool{true, true}, stop},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []bool
+			err := ix.LookupMany(repo.DataBlob, tc.ids, func(i int, loc index.Location, found bool) error {
+				if i != len(got) {
+					t.Fatalf("call for id %d, want %d", i, len(got))
+				}
+				got = append(got, found)
+				one, ok, err := ix.Lookup(repo.DataBlob, tc.ids[i])
+				if err != nil || ok != found || one != loc {
+					t.Errorf("id %x: LookupMany %+v %v, Lookup %+v %v %v", tc.ids[i][:1], loc, found, one, ok, err)
+				}
+				if i == tc.stopAt {
+					return stop
+				}
+				return nil
+			})
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("error %v, want %v", err, tc.wantErr)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("found %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("found %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+	// A tree type is looked up under its own key space.
+	if err := ix.LookupMany(repo.TreeBlob, []chunk.ID{{1}}, func(_ int, _ index.Location, found bool) error {
+		if found {
+			t.Error("data blob found as a tree")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
