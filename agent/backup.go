@@ -401,21 +401,73 @@ func containsSlash(s string) bool {
 	return false
 }
 
-func readDirNames(dir string) ([]string, error) {
-	fd, err := openDescriptor(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+// openDir opens dir for listing and for looking up its entries relative
+// to it; with lookupOnly, only for the lookups, which needs no read
+// permission on dir, and dir may be reached through a symlink (the
+// folder of a single file backed up).
+func openDir(dir string, lookupOnly bool) (int, error) {
+	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if lookupOnly {
+		flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC
 	}
-	// os.NewFile, unlike os.Open, leaves a blocking descriptor out of the
-	// poller: one fcntl instead of four and a failing epoll_ctl.
-	f := os.NewFile(uintptr(fd), dir)
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
+	fd, err := openDescriptor(dir, flags)
 	if err != nil {
-		return nil, err
+		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return fd, nil
+}
+
+// readDirNames lists the directory open as fd, sorted. getdents into a
+// buffer of our own, not os.File: a descriptor wrapped in an os.File is
+// the File's to close, and the walk still needs it.
+func readDirNames(fd int, dir string) ([]string, error) {
+	var names []string
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "readdirent", Path: dir, Err: err}
+		}
+		if n <= 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// lstatAt is lstat of the entry name of the directory open as dfd.
+// Relative to the directory, the kernel resolves one name instead of the
+// whole path: a no-change backup of go1.24.0 (11,957 entries, paths of
+// ~100 characters) spent 41 instead of 60-69 ms of CPU on it.
+func lstatAt(dfd int, name string, st *unix.Stat_t) error {
+	for {
+		err := unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// readlinkAt reads the symlink name in the directory open as dfd.
+func readlinkAt(dfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dfd, name, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
 }
 
 // walkDir lists one directory, queues its changed files, recurses into its
@@ -432,56 +484,22 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 	var subdirs errgroup.Group
 	// On an early return too: they send on channels closed after the walk.
 	defer func() { _ = subdirs.Wait() }()
-	var names []string
-	if only != "" {
-		names = []string{only}
-	} else {
-		var err error
-		names, err = readDirNames(abs)
-		if err != nil {
-			b.reportError(abs, fmt.Errorf("read directory: %w", err))
-			names = nil
-		}
-	}
 	b.sum.dirs.Add(1)
-	dj.nodes = make([]repo.Node, 0, len(names))
-	for _, name := range names {
+	dj.nodes = b.listDir(ctx, abs, rel, only)
+	for i := range dj.nodes {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		full := filepath.Join(abs, name)
-		relName := path.Join(rel, name)
-		if b.excluded(relName, name) {
-			continue
-		}
-		fi, err := os.Lstat(full)
-		if err != nil {
-			b.reportError(full, err)
-			continue
-		}
-		node, ok := nodeFromInfo(name, fi, b.names)
-		if !ok {
-			if b.opts.OnSkip != nil {
-				b.opts.OnSkip(full, "socket or unknown file type not stored")
-			}
-			continue
-		}
+		node := &dj.nodes[i]
 		var pn *repo.Node
 		if parent != nil {
-			pn = parent.Find(name)
+			pn = parent.Find(node.Name)
 		}
 		switch node.Type {
-		case repo.NodeSymlink:
-			node.LinkTarget, err = os.Readlink(full)
-			if err != nil {
-				b.reportError(full, err)
-				continue
-			}
-			dj.nodes = append(dj.nodes, node)
 		case repo.NodeDir:
-			pd := &pendingDir{idx: len(dj.nodes)}
+			pd := &pendingDir{idx: i}
 			dj.subdirs = append(dj.subdirs, pd)
-			dj.nodes = append(dj.nodes, node)
+			full, relName := filepath.Join(abs, node.Name), path.Join(rel, node.Name)
 			walk := func() error {
 				var err error
 				pd.child, err = b.walkSubdir(ctx, full, relName, pn)
@@ -500,17 +518,16 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 			}
 		case repo.NodeFile:
 			b.sum.totalSize.Add(node.Size)
-			if b.unchanged(pn, &node) {
+			if b.unchanged(pn, node) {
 				node.Content = pn.Content
 				b.sum.filesUnchanged.Add(1)
 				if p := b.opts.Progress; p != nil {
 					p.Files.Add(1)
 					p.BytesDone.Add(node.Size)
 				}
-				dj.nodes = append(dj.nodes, node)
 				continue
 			}
-			job, fresh := b.jobFor(full, relName, &node, pn != nil)
+			job, fresh := b.jobFor(filepath.Join(abs, node.Name), path.Join(rel, node.Name), node, pn != nil)
 			if fresh {
 				select {
 				case b.files <- job:
@@ -518,10 +535,7 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 					return nil, ctx.Err()
 				}
 			}
-			dj.files = append(dj.files, pendingFile{idx: len(dj.nodes), job: job})
-			dj.nodes = append(dj.nodes, node)
-		default:
-			dj.nodes = append(dj.nodes, node)
+			dj.files = append(dj.files, pendingFile{idx: i, job: job})
 		}
 	}
 	if err := subdirs.Wait(); err != nil {
@@ -533,6 +547,56 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 		return nil, ctx.Err()
 	}
 	return dj, nil
+}
+
+// listDir returns the nodes of the entries of the directory abs (or of
+// its entry only), as lstat sees them, symlinks with their targets; what
+// cannot be read is reported and left out. The directory is open only
+// while it is listed, not while its subdirectories are walked, so a deep
+// tree does not hold a descriptor per level.
+func (b *backup) listDir(ctx context.Context, abs, rel, only string) []repo.Node {
+	dfd, err := openDir(abs, only != "")
+	if err != nil {
+		b.reportError(abs, fmt.Errorf("read directory: %w", err))
+		return nil
+	}
+	defer unix.Close(dfd)
+	names := []string{only}
+	if only == "" {
+		if names, err = readDirNames(dfd, abs); err != nil {
+			b.reportError(abs, fmt.Errorf("read directory: %w", err))
+			return nil
+		}
+	}
+	nodes := make([]repo.Node, 0, len(names))
+	var st unix.Stat_t
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return nodes // the caller sees the cancellation
+		}
+		if b.excluded(path.Join(rel, name), name) {
+			continue
+		}
+		if err := lstatAt(dfd, name, &st); err != nil {
+			b.reportError(filepath.Join(abs, name), &os.PathError{Op: "lstat", Path: filepath.Join(abs, name), Err: err})
+			continue
+		}
+		node, ok := nodeFromStat(name, &st, b.names)
+		if !ok {
+			if b.opts.OnSkip != nil {
+				b.opts.OnSkip(filepath.Join(abs, name), "socket or unknown file type not stored")
+			}
+			continue
+		}
+		if node.Type == repo.NodeSymlink {
+			if node.LinkTarget, err = readlinkAt(dfd, name); err != nil {
+				b.reportError(filepath.Join(abs, name), &os.PathError{Op: "readlink", Path: filepath.Join(abs, name), Err: err})
+				continue
+			}
+		}
+		nodes = append(nodes, node)
+	}
+	return nodes
 }
 
 // walkParallelism: directories walked at once, at least. Walking is mostly

@@ -222,3 +222,59 @@ func TestUnreadableAndVanishedFilesAreCountedNotFatal(t *testing.T) {
 		t.Errorf("restored %d entries, want the 2 readable files", len(entries))
 	}
 }
+
+// A folder that cannot be listed is reported and left out, and its
+// siblings are stored; the backup still succeeds.
+func TestUnlistableFolderIsReportedNotFatal(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a/file"), []byte("a"))
+	writeFile(t, filepath.Join(src, "locked/inside"), []byte("secret"))
+	writeFile(t, filepath.Join(src, "z"), []byte("z"))
+	restore := agent.SetOpenFailure(func(name string) error {
+		if filepath.Base(name) == "locked" {
+			return syscall.EACCES
+		}
+		return nil
+	})
+	defer restore()
+	l := newLocal(t, mem.New())
+	var reported []string
+	var mu sync.Mutex
+	sn, err := l.Snapshot(context.Background(), agent.BackupOptions{Node: "n", Path: src, OnError: func(p string, err error) {
+		mu.Lock()
+		reported = append(reported, p+": "+err.Error())
+		mu.Unlock()
+	}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reported) != 1 || !strings.Contains(reported[0], filepath.Join(src, "locked")) || !strings.Contains(reported[0], "permission denied") {
+		t.Fatalf("reported %v; want the locked folder, permission denied", reported)
+	}
+	if sn.Summary.Errors != 1 || sn.Summary.FilesNew != 2 {
+		t.Errorf("summary %+v; want 1 error, 2 files", sn.Summary)
+	}
+}
+
+// The snapshot of a single file finds it when a folder on its path is a
+// symlink, and stores the file, not the link.
+func TestSingleFileThroughSymlinkedFolder(t *testing.T) {
+	real := t.TempDir()
+	writeFile(t, filepath.Join(real, "data.txt"), []byte("through a link"))
+	via := filepath.Join(t.TempDir(), "via")
+	if err := os.Symlink(real, via); err != nil {
+		t.Fatal(err)
+	}
+	l := newLocal(t, mem.New())
+	sn := snapshot(t, l, filepath.Join(via, "data.txt"), nil)
+	if sn.Summary.FilesNew != 1 || sn.Summary.Errors != 0 {
+		t.Fatalf("summary %+v; want one new file", sn.Summary)
+	}
+	target := t.TempDir()
+	if _, err := agent.Restore(context.Background(), l.Repo, l.Index, sn, "", agent.RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(target, "data.txt")); err != nil || string(got) != "through a link" {
+		t.Fatalf("restored %q, %v", got, err)
+	}
+}

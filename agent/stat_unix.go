@@ -1,56 +1,44 @@
 package agent
 
 import (
-	"io/fs"
 	"os/user"
 	"strconv"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/repo"
 )
 
-// nodeFromInfo fills a node from lstat information.
-func nodeFromInfo(name string, fi fs.FileInfo, names *ownerNames) (repo.Node, bool) {
-	n := repo.Node{Name: name, Mode: uint32(fi.Mode().Perm())}
-	m := fi.Mode()
-	if m&fs.ModeSetuid != 0 {
-		n.Mode |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		n.Mode |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		n.Mode |= 0o1000
-	}
-	switch {
-	case m.IsRegular():
+// nodeFromStat fills a node from what lstat says of the entry name.
+func nodeFromStat(name string, st *unix.Stat_t, names *ownerNames) (repo.Node, bool) {
+	n := repo.Node{Name: name, Mode: st.Mode & 0o7777}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
 		n.Type = repo.NodeFile
-		n.Size = uint64(fi.Size())
-	case m.IsDir():
+		n.Size = uint64(st.Size)
+	case unix.S_IFDIR:
 		n.Type = repo.NodeDir
-	case m&fs.ModeSymlink != 0:
+	case unix.S_IFLNK:
 		n.Type = repo.NodeSymlink
-	case m&fs.ModeNamedPipe != 0:
+	case unix.S_IFIFO:
 		n.Type = repo.NodeFifo
-	case m&fs.ModeDevice != 0 && m&fs.ModeCharDevice != 0:
+	case unix.S_IFCHR:
 		n.Type = repo.NodeCharDev
-	case m&fs.ModeDevice != 0:
+	case unix.S_IFBLK:
 		n.Type = repo.NodeBlockDev
 	default:
 		return n, false // sockets and the unknown: tar skips them too
 	}
-	n.ModTime = fi.ModTime().UnixNano()
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		n.UID, n.GID = st.Uid, st.Gid
-		n.Inode = st.Ino
-		n.Device = uint64(st.Dev)
-		n.Links = uint64(st.Nlink)
-		n.ChangeTime = st.Ctim.Sec*1e9 + st.Ctim.Nsec
-		n.Rdev = uint64(st.Rdev)
-		n.User = names.user(st.Uid)
-		n.Group = names.group(st.Gid)
-	}
+	n.ModTime = st.Mtim.Sec*1e9 + st.Mtim.Nsec
+	n.UID, n.GID = st.Uid, st.Gid
+	n.Inode = st.Ino
+	n.Device = uint64(st.Dev)
+	n.Links = uint64(st.Nlink)
+	n.ChangeTime = st.Ctim.Sec*1e9 + st.Ctim.Nsec
+	n.Rdev = uint64(st.Rdev)
+	n.User = names.user(st.Uid)
+	n.Group = names.group(st.Gid)
 	return n, true
 }
 
