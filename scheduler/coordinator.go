@@ -64,6 +64,12 @@ type Coordinator struct {
 	// runs: it listed live snapshots before they existed.
 	gcCommitted []chunk.ID
 
+	// statusSeq counts the changes GET /v1/runs waits for: runs ended
+	// and nodes or paths unregistered. statusChanged is closed, and
+	// replaced, at each.
+	statusSeq     uint64
+	statusChanged chan struct{}
+
 	heap   timerHeap
 	wake   chan struct{}
 	jobs   chan job
@@ -115,7 +121,8 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, local: local, state: st, metrics: newMetrics(),
 		nodes: map[string]*Node{}, paths: map[string]*PathState{}, running: map[string]bool{}, again: map[string]bool{},
-		sessions: map[string]*session{}, wake: make(chan struct{}, 1), jobs: make(chan job),
+		statusChanged: make(chan struct{}),
+		sessions:      map[string]*session{}, wake: make(chan struct{}, 1), jobs: make(chan job),
 	}
 	nodes, err := st.nodes()
 	if err != nil {
@@ -196,6 +203,13 @@ func backoff(every time.Duration, failures int) time.Duration {
 		d *= 2
 	}
 	return max(min(d, every), time.Second)
+}
+
+// noteStatusChange wakes the callers of GET /v1/runs; c.mu is held.
+func (c *Coordinator) noteStatusChange() {
+	c.statusSeq++
+	close(c.statusChanged)
+	c.statusChanged = make(chan struct{})
 }
 
 func (c *Coordinator) poke() {

@@ -139,6 +139,7 @@ func (c *Coordinator) run(ctx context.Context, node, path string) {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.noteStatusChange()
 	delete(c.running, k)
 	ps := c.paths[k]
 	n = c.nodes[node]

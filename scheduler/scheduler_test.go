@@ -379,3 +379,83 @@ func TestGCKeepsWhatAnOpenSessionWasTold(t *testing.T) {
 		t.Fatalf("the kept chunk is unreadable: %v", err)
 	}
 }
+
+// GET /v1/runs answers at once without after, holds a request with after
+// until the next run ends (here: a run against an agent that is not
+// there, which fails) or a node goes, and refuses malformed parameters.
+func TestRunsWaitsForTheNextChange(t *testing.T) {
+	e := newTestEnv(t)
+	e.c.Start()
+	ctx := context.Background()
+	admin, _ := agent.NewClient(e.srv.URL, "admin", "", time.Minute)
+	runs := func(query string) RunsStatus {
+		t.Helper()
+		var st RunsStatus
+		if err := admin.Do(ctx, http.MethodGet, "/v1/runs"+query, nil, &st); err != nil {
+			t.Fatalf("GET /v1/runs%s: %v", query, err)
+		}
+		return st
+	}
+	st := runs("")
+	if len(st.Nodes) != 1 || st.Nodes[0].Name != "n1" {
+		t.Fatalf("nodes %+v, want n1", st.Nodes)
+	}
+	seq := st.Seq
+	if again := runs(fmt.Sprintf("?after=%d&wait=20ms", seq)); again.Seq != seq {
+		t.Fatalf("nothing happened, yet seq %d -> %d", seq, again.Seq)
+	}
+
+	tests := []struct {
+		name   string
+		change func()
+		check  func(RunsStatus)
+	}{
+		{"a run ends", func() {
+			if err := admin.Do(ctx, http.MethodPost, "/v1/backups", BackupNowRequest{Node: "n1"}, nil); err != nil {
+				t.Error(err)
+			}
+		}, func(st RunsStatus) {
+			p := st.Nodes[0].Paths[0]
+			if p.LastRun.IsZero() || p.LastError == "" {
+				t.Errorf("woken before the run's outcome was recorded: %+v", p)
+			}
+		}},
+		{"a node goes", func() {
+			if err := admin.Do(ctx, http.MethodDelete, "/v1/nodes/n1", nil, nil); err != nil {
+				t.Error(err)
+			}
+		}, func(st RunsStatus) {
+			if len(st.Nodes) != 0 {
+				t.Errorf("woken with nodes %+v, want none", st.Nodes)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan RunsStatus, 1)
+			go func() {
+				var st RunsStatus
+				err := admin.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/runs?after=%d&wait=50s", seq), nil, &st)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- st
+			}()
+			tc.change()
+			st := <-got
+			if st.Seq <= seq {
+				t.Fatalf("answered with seq %d, want past %d", st.Seq, seq)
+			}
+			tc.check(st)
+			seq = st.Seq
+		})
+	}
+
+	for _, q := range []string{"?after=x&wait=1s", "?after=1&wait=soon", "?after=1"} {
+		err := admin.Do(ctx, http.MethodGet, "/v1/runs"+q, nil, nil)
+		var ae *agent.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+			t.Errorf("GET /v1/runs%s: %v, want 400", q, err)
+		}
+	}
+}

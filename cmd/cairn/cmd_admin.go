@@ -223,44 +223,29 @@ scheduler's "run and wait".`,
 	return cmd
 }
 
-// pathStatuses returns every registered path's status, keyed NODE:PATH.
-func pathStatuses(ctx context.Context, cl *agent.Client) (map[string]scheduler.PathStatus, error) {
-	var nodes []scheduler.NodeStatus
-	if err := cl.Do(ctx, http.MethodGet, "/v1/nodes", nil, &nodes); err != nil {
-		return nil, err
-	}
-	out := map[string]scheduler.PathStatus{}
-	for _, n := range nodes {
-		for _, p := range n.Paths {
-			out[n.Name+":"+p.Path] = p
-		}
-	}
-	return out, nil
-}
-
-// waitForRuns polls until each queued path has finished a run that
+// waitForRuns waits until each queued path has finished a run that
 // started at or after the request (by the coordinator's clock, the only
-// one compared), then reports each outcome.
+// one compared), then reports each outcome. The coordinator holds each
+// status request until another run has ended (GET /v1/runs), so the end
+// of a run is seen as it happens, without polling.
 func waitForRuns(ctx context.Context, cl *agent.Client, q scheduler.BackupNowResponse) error {
 	pending := map[string]bool{}
 	for _, p := range q.Queued {
 		pending[p] = true
 	}
 	var failed []string
-	// Short runs are seen at once; a long one costs four small calls a
-	// second, and its end is seen within a quarter of a second (a cap of a
-	// second added half a second, on average, to every wait).
-	poll := 25 * time.Millisecond
+	query := "/v1/runs" // the first answer is at once
 	for len(pending) > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(poll):
-		}
-		poll = min(2*poll, 250*time.Millisecond)
-		now, err := pathStatuses(ctx, cl)
-		if err != nil {
+		var st scheduler.RunsStatus
+		if err := cl.Do(ctx, http.MethodGet, query, nil, &st); err != nil {
 			return err
+		}
+		query = fmt.Sprintf("/v1/runs?after=%d&wait=%s", st.Seq, runsWait)
+		now := map[string]scheduler.PathStatus{}
+		for _, n := range st.Nodes {
+			for _, p := range n.Paths {
+				now[n.Name+":"+p.Path] = p
+			}
 		}
 		for p := range pending {
 			st, ok := now[p]
@@ -285,6 +270,10 @@ func waitForRuns(ctx context.Context, cl *agent.Client, q scheduler.BackupNowRes
 	}
 	return nil
 }
+
+// runsWait is how long one status request may wait at the coordinator;
+// below the client's 30-second timeout.
+const runsWait = 20 * time.Second
 
 func shortID(id string) string {
 	if len(id) > 8 {
