@@ -210,8 +210,11 @@ func TestRemoteNoChangeBackupAsksLittle(t *testing.T) {
 	// Before: 1 + 30 tree loads and 31 tree claims, one request each. Each
 	// tree is now asked about about twice (loaded, claimed), a few three
 	// times: parallel walkers can ask before the prefetch is answered.
-	if calls, trees := e.lookupCalls.Load(), e.lookupTrees.Load(); calls > 10 || trees > 2*(dirs+1)+10 {
-		t.Errorf("no-change backup of %d folders made %d lookup requests asking about %d trees; want at most 10 and %d", dirs+1, calls, trees, 2*(dirs+1)+10)
+	// Questions share requests: 4-8 of them usually, up to 18 when the
+	// machine is busy (80 runs); a request per folder would be 31, and
+	// per question 62.
+	if calls, trees := e.lookupCalls.Load(), e.lookupTrees.Load(); calls >= dirs+1 || trees > 2*(dirs+1)+10 {
+		t.Errorf("no-change backup of %d folders made %d lookup requests asking about %d trees; want fewer than %d and at most %d", dirs+1, calls, trees, dirs+1, 2*(dirs+1)+10)
 	} else if trees < 2*(dirs+1) {
 		// Claims tell the coordinator what the session references; a
 		// collection keeps that. Unclaimed, a tree can be collected.
