@@ -131,13 +131,14 @@ type saveJob struct {
 // With an index whose lookups are round trips, readers hand each chunk,
 // and the finisher each tree, to claimWorkers goroutines and go on; the
 // workers' lookups share requests. claimBudget bounds the bytes waiting
-// for an answer: 8 MiB covers 80 ms of round trip at 100 MB/s of new
-// data. With 32 MiB a fleet agent peaked at 114-119 MiB in go1.24.0
-// backups, with 8 at 94-98, in the same time (cairn bench --fleet,
-// 3 repetitions, alternated twice).
+// for an answer: 4 MiB covers 40 ms of round trip at 100 MB/s of new
+// data (a coordinator on the LAN answers in about one). A fleet agent
+// peaked in go1.24.0 backups at 114-119 MiB with 32 MiB, at 94-98 with
+// 8, and at 89-90 with 4 (restic: 88-96), in the same time (cairn bench
+// --fleet, 3 repetitions).
 const (
 	claimWorkers = 64
-	claimBudget  = 8 << 20
+	claimBudget  = 4 << 20
 )
 
 type devIno struct{ dev, ino uint64 }
