@@ -272,18 +272,8 @@ type manyLooker interface {
 
 var _ manyLooker = (*index.Index)(nil)
 
-// locateFiles returns where the chunks of tree's files are, by node; nil
-// for every node when the index answers only one lookup at a time, and
-// planNode looks them up itself. One read transaction per directory
-// instead of one per chunk: the plan of a go1.24.0 restore from MinIO
-// went from 290-320 to 226-252 ms, and the plan is the part of a restore
-// that runs on one core.
+// locateFiles returns where the chunks of tree's files are, by node.
 func (rs *restorer) locateFiles(rel string, tree *repo.Tree) ([][]index.Location, error) {
-	locs := make([][]index.Location, len(tree.Nodes))
-	ml, ok := rs.ix.(manyLooker)
-	if !ok {
-		return locs, nil
-	}
 	var ids []chunk.ID
 	var owner []int32 // node of each id
 	for i := range tree.Nodes {
@@ -294,27 +284,54 @@ func (rs *restorer) locateFiles(rel string, tree *repo.Tree) ([][]index.Location
 			}
 		}
 	}
-	flat := make([]index.Location, len(ids))
+	flat, err := rs.locate(ids, func(k int) string { return path.Join(rel, tree.Nodes[owner[k]].Name) })
+	if err != nil {
+		return nil, err
+	}
+	locs := make([][]index.Location, len(tree.Nodes))
 	for i := range tree.Nodes {
 		if n := len(tree.Nodes[i].Content); tree.Nodes[i].Type == repo.NodeFile {
 			locs[i], flat = flat[:n:n], flat[n:]
 		}
 	}
-	next := make([]int32, len(tree.Nodes)) // chunks of each node filled
-	err := ml.LookupMany(repo.DataBlob, ids, func(k int, loc index.Location, found bool) error {
-		o := owner[k]
-		if !found {
-			return fmt.Errorf("restore %s: chunk %s is not in the index: %w", path.Join(rel, tree.Nodes[o].Name), ids[k].Short(), repo.ErrNotFound)
+	return locs, nil
+}
+
+// locate looks up where the data chunks ids are; nameOf names the file
+// of the k-th, for the error when it is missing. An index that can answers
+// in one read transaction: one per directory instead of one per chunk
+// took the plan of a go1.24.0 restore from MinIO from 290-320 to 226-252
+// ms, and the plan is the part of a restore that runs on one core.
+func (rs *restorer) locate(ids []chunk.ID, nameOf func(k int) string) ([]index.Location, error) {
+	locs := make([]index.Location, len(ids))
+	missing := func(k int) error {
+		return fmt.Errorf("restore %s: chunk %s is not in the index: %w", nameOf(k), ids[k].Short(), repo.ErrNotFound)
+	}
+	if ml, ok := rs.ix.(manyLooker); ok {
+		err := ml.LookupMany(repo.DataBlob, ids, func(k int, loc index.Location, found bool) error {
+			if !found {
+				return missing(k)
+			}
+			locs[k] = loc
+			return nil
+		})
+		return locs, err
+	}
+	for k, id := range ids {
+		loc, ok, err := rs.ix.Lookup(repo.DataBlob, id)
+		if err != nil {
+			return nil, err
 		}
-		locs[o][next[o]] = loc
-		next[o]++
-		return nil
-	})
-	return locs, err
+		if !ok {
+			return nil, missing(k)
+		}
+		locs[k] = loc
+	}
+	return locs, nil
 }
 
 // planNode plans the restore of n at rel; locs, if not nil, are where a
-// file's chunks are.
+// file's chunks are (else they are looked up here).
 func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node, locs []index.Location) error {
 	if rel == "" {
 		rel = n.Name
@@ -367,21 +384,13 @@ func (rs *restorer) planNode(ctx context.Context, rel string, n *repo.Node, locs
 		}
 		idx := int32(len(rs.plan.files))
 		var off int64
-		for i, id := range n.Content {
-			var loc index.Location
-			if locs != nil {
-				loc = locs[i]
-			} else {
-				var ok bool
-				var err error
-				loc, ok, err = rs.ix.Lookup(repo.DataBlob, id)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return fmt.Errorf("restore %s: chunk %s is not in the index: %w", rel, id.Short(), repo.ErrNotFound)
-				}
+		if locs == nil {
+			var err error
+			if locs, err = rs.locate(n.Content, func(int) string { return rel }); err != nil {
+				return err
 			}
+		}
+		for _, loc := range locs {
 			rs.plan.byPack[loc.Pack] = append(rs.plan.byPack[loc.Pack], blobUse{entry: loc.Entry, file: idx, off: off})
 			off += int64(loc.Entry.RawLength)
 		}

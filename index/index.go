@@ -402,19 +402,9 @@ func (ix *Index) Lookup(t repo.BlobType, id chunk.ID) (Location, bool, error) {
 	var loc Location
 	found := false
 	err := ix.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(blobKey(t, id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			var err error
-			loc, err = ix.decodeLoc(txn, t, id, v)
-			found = err == nil
-			return err
-		})
+		var err error
+		loc, found, err = ix.lookupIn(txn, t, id)
+		return err
 	})
 	return loc, found, err
 }
@@ -426,29 +416,34 @@ func (ix *Index) Lookup(t repo.BlobType, id chunk.ID) (Location, bool, error) {
 func (ix *Index) LookupMany(t repo.BlobType, ids []chunk.ID, fn func(i int, loc Location, found bool) error) error {
 	return ix.db.View(func(txn *badger.Txn) error {
 		for i, id := range ids {
-			it, err := txn.Get(blobKey(t, id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				if err := fn(i, Location{}, false); err != nil {
-					return err
-				}
-				continue
-			}
+			loc, found, err := ix.lookupIn(txn, t, id)
 			if err != nil {
 				return err
 			}
-			var loc Location
-			if err := it.Value(func(v []byte) error {
-				loc, err = ix.decodeLoc(txn, t, id, v)
-				return err
-			}); err != nil {
-				return err
-			}
-			if err := fn(i, loc, true); err != nil {
+			if err := fn(i, loc, found); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// lookupIn is a lookup in txn.
+func (ix *Index) lookupIn(txn *badger.Txn, t repo.BlobType, id chunk.ID) (Location, bool, error) {
+	it, err := txn.Get(blobKey(t, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Location{}, false, nil
+	}
+	if err != nil {
+		return Location{}, false, err
+	}
+	var loc Location
+	err = it.Value(func(v []byte) error {
+		var err error
+		loc, err = ix.decodeLoc(txn, t, id, v)
+		return err
+	})
+	return loc, err == nil, err
 }
 
 // Has reports whether blob id of type t is indexed.
