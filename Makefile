@@ -19,6 +19,7 @@ build:
 test: build
 	PATH="$(CURDIR)/.tools/bin:$$PATH" scripts/with-minio.sh $(GO) test -count=1 -race -timeout 20m $(PKGS)
 	$(GO) test -count=1 -run 'Arena|Uploader' ./repo
+	CGO_ENABLED=0 $(GO) test -count=1 -run 'Zstd|Blob|Verify|Uploader' ./repo
 
 # Unit tests without MinIO; the S3 cases skip.
 test-short:

@@ -3,6 +3,11 @@ package repo
 import (
 	"bytes"
 	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -74,4 +79,59 @@ func BenchmarkPackWrite(b *testing.B) {
 			}
 		})
 	}
+}
+
+// goSource returns up to n bytes of the Go distribution's own sources:
+// real text with a real ratio on every machine that builds cairn, unlike
+// benchData's repeated line.
+func goSource(b *testing.B, n int) []byte {
+	var out []byte
+	root := filepath.Join(runtime.GOROOT(), "src")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || len(out) >= n {
+			return fs.SkipAll
+		}
+		if d.Type().IsRegular() && strings.HasSuffix(p, ".go") {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out = append(out, data...)
+		}
+		return nil
+	})
+	if err != nil && err != fs.SkipAll {
+		b.Fatal(err)
+	}
+	if len(out) < n {
+		b.Skipf("only %d bytes of Go source under %s", len(out), root)
+	}
+	return out[:n]
+}
+
+// BenchmarkZstdAppend compresses 128 KiB pieces of Go source (the average
+// chunk), on one goroutine and on every core at once, as the savers do.
+func BenchmarkZstdAppend(b *testing.B) {
+	const piece = 128 << 10
+	src := goSource(b, 64*piece)
+	b.Run("serial", func(b *testing.B) {
+		b.SetBytes(piece)
+		buf := make([]byte, 0, 2*piece)
+		i := 0
+		for b.Loop() {
+			buf, _ = zstdAppend(buf[:0], src[i*piece:(i+1)*piece])
+			i = (i + 1) % 64
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.SetBytes(piece)
+		b.RunParallel(func(pb *testing.PB) {
+			buf := make([]byte, 0, 2*piece)
+			i := 0
+			for pb.Next() {
+				buf, _ = zstdAppend(buf[:0], src[i*piece:(i+1)*piece])
+				i = (i + 1) % 64
+			}
+		})
+	})
 }

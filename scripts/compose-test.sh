@@ -17,7 +17,9 @@ trap cleanup EXIT
 
 echo "== building images (no registry: static binaries on scratch)"
 mkdir -p "$ctx/cairn/tmp" "$ctx/minio/tmp"
-CGO_ENABLED=0 go build -trimpath -o "$ctx/cairn/cairn" ./cmd/cairn
+# Static with cgo, as the Dockerfile builds it: C libzstd compresses.
+static=(-trimpath -tags osusergo,netgo -ldflags "-linkmode external -extldflags -static")
+CGO_ENABLED=1 go build "${static[@]}" -o "$ctx/cairn/cairn" ./cmd/cairn
 CGO_ENABLED=0 go build -trimpath -o "$ctx/cairn/cairn-writer" ./cmd/cairn-writer
 cp "$(scripts/minio.sh)" "$ctx/minio/minio"
 docker build -q -t cairn:local -f deploy/Dockerfile.local "$ctx/cairn" >/dev/null

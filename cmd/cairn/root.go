@@ -42,6 +42,8 @@ $XDG_DATA_HOME/cairn/repo) or an S3 bucket (s3://HOST[:PORT]/BUCKET[/PREFIX]).
 Data is cut into content-defined chunks, deduplicated, compressed and
 encrypted; only what changed since the last snapshot is read and stored.`,
 	}
+	// Figures depend on the build: without cgo, compression takes longer.
+	root.SetVersionTemplate("cairn {{.Version}}\ncompression: " + repo.Compressor + "\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err.Error()} })
 	f := root.PersistentFlags()
 	f.StringVarP(&g.repo, "repo", "r", os.Getenv("CAIRN_REPO"), "repository: a path or s3://HOST[:PORT]/BUCKET[/PREFIX] (env CAIRN_REPO)")
