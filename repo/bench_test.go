@@ -5,8 +5,8 @@ import (
 	"context"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -85,9 +85,13 @@ func BenchmarkPackWrite(b *testing.B) {
 // real text with a real ratio on every machine that builds cairn, unlike
 // benchData's repeated line.
 func goSource(b *testing.B, n int) []byte {
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		b.Fatalf("go env GOROOT: %v", err)
+	}
 	var out []byte
-	root := filepath.Join(runtime.GOROOT(), "src")
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	root := filepath.Join(strings.TrimSpace(string(goroot)), "src")
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || len(out) >= n {
 			return fs.SkipAll
 		}
