@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/bench"
+	"github.com/cairn-backup/cairn/repo"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -69,6 +70,9 @@ Real releases as versions: --dir go1.24.0 --next-dir go1.24.1 ...
 				}
 				desc = fmt.Sprintf("Real tree %s, %.1f%% changed per version; %d repetitions; warm page cache.", realDir, 100*change, reps)
 			}
+			// The same binary runs every cairn scenario; how it was built
+			// moves the backup figures (see README).
+			desc += " cairn compresses with " + repo.Compressor + "."
 			if restoreDir != "" {
 				if err := os.MkdirAll(restoreDir, 0o700); err != nil {
 					return err
