@@ -1,5 +1,7 @@
 package agent
 
+import "time"
+
 // SetOpenFailure makes the backup's opening of a file fail with what fail
 // returns for its path, when that is not nil; it returns a restore func.
 func SetOpenFailure(fail func(path string) error) func() {
@@ -11,4 +13,12 @@ func SetOpenFailure(fail func(path string) error) func() {
 		return old(path, flags)
 	}
 	return func() { openDescriptor = old }
+}
+
+// SetLockTiming sets how often locks are refreshed and when they are
+// stale; it returns a restore func.
+func SetLockTiming(refresh, stale time.Duration) func() {
+	oldRefresh, oldStale := lockRefreshEvery, LockStaleAfter
+	lockRefreshEvery, LockStaleAfter = refresh, stale
+	return func() { lockRefreshEvery, LockStaleAfter = oldRefresh, oldStale }
 }

@@ -91,8 +91,15 @@ type packPlan struct {
 // A crash at any point leaves every live blob indexed and stored; at worst
 // some packs are left unreferenced, for a later run to delete after the
 // grace period.
-func GC(ctx context.Context, l *Local, opts GCOptions) (GCStats, error) {
-	var st GCStats
+func GC(ctx context.Context, l *Local, opts GCOptions) (st GCStats, err error) {
+	// Other processes sharing the bucket (embedded mode elsewhere) have
+	// no session here to mark from: deleting waits until none is at work.
+	// A dry run deletes nothing and needs only to keep collections out.
+	ctx, lk, err := LockRepo(ctx, l.Repo, "gc", !opts.DryRun)
+	if err != nil {
+		return st, err
+	}
+	defer unlock(ctx, lk, &err)
 	if opts.RepackThreshold == 0 {
 		opts.RepackThreshold = DefaultRepackThreshold
 	}

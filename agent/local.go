@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -54,7 +55,12 @@ func (l *Local) Latest(node, path string) (*repo.Snapshot, error) {
 // Snapshot backs up opts.Path with the newest snapshot of the same node and
 // path as parent (unless opts.Parent is set), then records the snapshot in
 // the catalog and syncs the index before returning.
-func (l *Local) Snapshot(ctx context.Context, opts BackupOptions, noParent bool) (*repo.Snapshot, error) {
+func (l *Local) Snapshot(ctx context.Context, opts BackupOptions, noParent bool) (_ *repo.Snapshot, err error) {
+	ctx, lk, err := LockRepo(ctx, l.Repo, "backup", false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock(ctx, lk, &err)
 	if opts.Parent == nil && !noParent {
 		p, err := l.Latest(opts.Node, opts.Path)
 		if err != nil {
@@ -74,7 +80,12 @@ func (l *Local) Snapshot(ctx context.Context, opts BackupOptions, noParent bool)
 
 // SnapshotTar stores the tar stream in as a snapshot of opts.Node and
 // opts.Path, records it in the catalog and syncs the index.
-func (l *Local) SnapshotTar(ctx context.Context, in io.Reader, opts BackupOptions) (*repo.Snapshot, error) {
+func (l *Local) SnapshotTar(ctx context.Context, in io.Reader, opts BackupOptions) (_ *repo.Snapshot, err error) {
+	ctx, lk, err := LockRepo(ctx, l.Repo, "backup", false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock(ctx, lk, &err)
 	if opts.Parent == nil {
 		p, err := l.Latest(opts.Node, opts.Path)
 		if err != nil {
@@ -90,6 +101,17 @@ func (l *Local) SnapshotTar(ctx context.Context, in io.Reader, opts BackupOption
 		return sn, err
 	}
 	return sn, l.Index.Flush()
+}
+
+// unlock releases lk; a failure to, or the loss of the lock during the
+// work, becomes the work's error when it has none.
+func unlock(ctx context.Context, lk *RepoLock, err *error) {
+	if cause := context.Cause(ctx); *err != nil && errors.Is(cause, ErrLockLost) {
+		*err = fmt.Errorf("%w (%v)", cause, *err)
+	}
+	if uerr := lk.Unlock(ctx); *err == nil {
+		*err = uerr
+	}
 }
 
 // Find resolves a selector against the catalog.

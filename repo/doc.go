@@ -21,7 +21,11 @@
 //   - Snapshot (snapshots/<id>): node, path, time and root tree of one
 //     backup. A snapshot is written last, after everything it references is
 //     durable, so a snapshot is visible only when it is whole.
+//   - Lock (locks/<random>): who uses the repository for what, encrypted;
+//     shared for backups, exclusive for garbage collection. Refreshed by
+//     writing a new object and deleting the old.
 //
 // No object is ever modified in place; garbage collection is the only thing
-// that deletes.
+// that deletes data, and a process deletes only its own locks (or, by
+// `cairn unlock`, stale ones).
 package repo

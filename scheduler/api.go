@@ -109,7 +109,7 @@ func fail(w http.ResponseWriter, err error) {
 		status = http.StatusGone
 	case errors.Is(err, errNotFound), errors.Is(err, repo.ErrNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, errConflict):
+	case errors.Is(err, errConflict), errors.Is(err, agent.ErrLocked):
 		status = http.StatusConflict
 	case errors.Is(err, errRefused):
 		status = http.StatusUnprocessableEntity

@@ -70,6 +70,14 @@ type Coordinator struct {
 	statusSeq     uint64
 	statusChanged chan struct{}
 
+	// repoLock is a shared lock on the repository, held while sessions
+	// are open: it keeps collections by processes that share the bucket
+	// without this coordinator (embedded mode elsewhere) from deleting
+	// what the sessions use. lockCtx ends if the lock is lost.
+	lockMu   sync.Mutex
+	repoLock *agent.RepoLock
+	lockCtx  context.Context
+
 	heap   timerHeap
 	wake   chan struct{}
 	jobs   chan job
@@ -181,7 +189,54 @@ func (c *Coordinator) Close() error {
 		c.stop()
 		c.wg.Wait()
 	}
-	return errors.Join(c.state.close(), c.local.Close())
+	return errors.Join(c.releaseLock(), c.state.close(), c.local.Close())
+}
+
+// holdLockLocked takes the coordinator's shared lock unless it holds it.
+// The caller holds lockMu.
+func (c *Coordinator) holdLockLocked(ctx context.Context) error {
+	if c.repoLock != nil && c.lockCtx.Err() == nil {
+		return nil
+	}
+	if c.repoLock != nil {
+		_ = c.repoLock.Unlock(ctx)
+		c.repoLock = nil
+	}
+	lctx, lk, err := agent.LockRepo(context.WithoutCancel(ctx), c.cfg.Repo, "coordinator", false)
+	if err != nil {
+		return err
+	}
+	c.repoLock, c.lockCtx = lk, lctx
+	return nil
+}
+
+// releaseIfIdle gives the shared lock back when no session is open.
+// openSession holds lockMu from taking the lock to registering its
+// session, so none can open in between.
+func (c *Coordinator) releaseIfIdle() error {
+	c.lockMu.Lock()
+	defer c.lockMu.Unlock()
+	c.mu.Lock()
+	idle := len(c.sessions) == 0
+	c.mu.Unlock()
+	if !idle || c.repoLock == nil {
+		return nil
+	}
+	err := c.repoLock.Unlock(context.Background())
+	c.repoLock = nil
+	return err
+}
+
+// releaseLock gives the shared lock back.
+func (c *Coordinator) releaseLock() error {
+	c.lockMu.Lock()
+	defer c.lockMu.Unlock()
+	if c.repoLock == nil {
+		return nil
+	}
+	err := c.repoLock.Unlock(context.Background())
+	c.repoLock = nil
+	return err
 }
 
 // jitter returns a random offset in ±10 % of every, at most ±30 s, so

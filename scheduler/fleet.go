@@ -31,6 +31,11 @@ func (c *Coordinator) openSession(node, path string) (agent.SessionInfo, error) 
 	if !ok {
 		return agent.SessionInfo{}, fmt.Errorf("%s:%s is not registered: %w", node, path, errNotFound)
 	}
+	c.lockMu.Lock()
+	defer c.lockMu.Unlock()
+	if err := c.holdLockLocked(context.Background()); err != nil {
+		return agent.SessionInfo{}, err
+	}
 	// The parent is read and the session registered in one step under the
 	// lock that collections take for their roots: otherwise a collection
 	// could list its roots between the two, after the parent was

@@ -241,6 +241,9 @@ func (c *Coordinator) reapLoop(ctx context.Context) {
 		}
 		c.metrics.sessions.Set(float64(len(c.sessions)))
 		c.mu.Unlock()
+		if err := c.releaseIfIdle(); err != nil {
+			c.logf("release repository lock: %v", err)
+		}
 	}
 }
 

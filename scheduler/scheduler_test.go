@@ -462,3 +462,51 @@ func TestRunsWaitsForTheNextChange(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionsHoldASharedRepositoryLock: while a session is open, the
+// coordinator holds a shared lock in the bucket, so that a collection by
+// a process outside the fleet (embedded mode on another machine) waits;
+// a session cannot open while such a collection holds the repository.
+func TestSessionsHoldASharedRepositoryLock(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	r := e.c.cfg.Repo
+	locks := func() []repo.LockObject {
+		t.Helper()
+		ls, err := r.Locks(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ls
+	}
+	gc, err := r.PutLock(ctx, repo.Lock{Owner: "elsewhere", Exclusive: true, Op: "gc", Host: "laptop2", Time: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = agent.OpenSession(ctx, e.node, "n1", e.src)
+	var ae *agent.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || !strings.Contains(err.Error(), "laptop2") {
+		t.Fatalf("session beside a collection elsewhere: %v, want 409 naming the holder", err)
+	}
+	if err := r.DeleteLock(ctx, gc); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := agent.OpenSession(ctx, e.node, "n1", e.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls := locks(); len(ls) != 1 || ls[0].Exclusive || ls[0].Op != "coordinator" {
+		t.Fatalf("locks with a session open: %+v", ls)
+	}
+	if err := e.c.releaseIfIdle(); err != nil || len(locks()) != 1 {
+		t.Fatalf("lock released under an open session: %v", err)
+	}
+	s.Close(false)
+	if err := e.c.releaseIfIdle(); err != nil {
+		t.Fatal(err)
+	}
+	if ls := locks(); len(ls) != 0 {
+		t.Fatalf("locks with no session open: %+v", ls)
+	}
+}

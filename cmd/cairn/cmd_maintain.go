@@ -137,6 +137,41 @@ Garbage collection follows unless --no-gc.`,
 	return cmd
 }
 
+func newUnlockCmd(g *globals) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "unlock",
+		Short: "Remove repository locks left by processes that died",
+		Long: `A backup holds a shared lock on the repository, and garbage collection an
+exclusive one, so that machines sharing a bucket without a coordinator never
+collect what another is backing up. A process that dies leaves its lock
+behind; others ignore it once it is 30 minutes old. unlock removes such
+stale locks now, and with --all every lock of another process: only when
+no other cairn uses the repository.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := g.openRepo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			removed, err := agent.RemoveLocks(cmd.Context(), r, all)
+			for _, o := range removed {
+				kind := "shared"
+				if o.Exclusive {
+					kind = "exclusive"
+				}
+				fmt.Printf("removed %s lock for %s by %s@%s (pid %d) of %s\n", kind, o.Op, o.User, o.Host, o.PID, o.Time.Local().Format("2006-01-02 15:04:05"))
+			}
+			if err == nil && len(removed) == 0 {
+				g.infof("no lock to remove")
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "remove every lock of another process, not only stale ones")
+	return cmd
+}
+
 func newCheckCmd(g *globals) *cobra.Command {
 	var readData bool
 	var subset string

@@ -57,6 +57,9 @@ func main() {
 		os.Exit(exitInterrupted)
 	}
 	fmt.Fprintf(os.Stderr, "cairn: %v\n", err)
+	if errors.Is(err, agent.ErrLocked) {
+		fmt.Fprintf(os.Stderr, "cairn: if that process is gone, `cairn unlock` removes locks not refreshed for %v, `cairn unlock --all` every lock\n", agent.LockStaleAfter)
+	}
 	os.Exit(exitCode(err))
 }
 
@@ -76,7 +79,7 @@ func exitCode(err error) int {
 		return exitWrongPass
 	case errors.Is(err, repo.ErrCorrupt):
 		return exitCorrupt
-	case errors.Is(err, index.ErrLocked):
+	case errors.Is(err, index.ErrLocked), errors.Is(err, agent.ErrLocked):
 		return exitLocked
 	case errors.Is(err, agent.ErrAmbiguous):
 		return exitUsage

@@ -59,7 +59,7 @@ encrypted; only what changed since the last snapshot is read and stored.`,
 	root.AddCommand(
 		newInitCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g),
 		newLsCmd(g), newStatsCmd(g), newKeyCmd(g), newIndexCmd(g),
-		newForgetCmd(g), newGCCmd(g), newCheckCmd(g), newDiffCmd(g),
+		newForgetCmd(g), newGCCmd(g), newCheckCmd(g), newDiffCmd(g), newUnlockCmd(g),
 		newCoordinatorCmd(g), newAgentCmd(g), newNodeCmd(&g.admin), newHistoryCmd(&g.admin), newBackupNowCmd(&g.admin),
 		newBenchCmd(),
 	)

@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// Sentinel errors of repository locks.
+var (
+	// ErrLocked: another process holds a lock that conflicts with the one
+	// asked for; nothing was done.
+	ErrLocked = errors.New("repository is in use by another process")
+	// ErrLockLost: the lock could not be refreshed for so long that other
+	// processes may take it for stale; the work under it was stopped.
+	ErrLockLost = errors.New("could not keep the repository lock fresh")
+)
+
+// Lock timing. A lock not refreshed for LockStaleAfter is taken for the
+// lock of a process that died, so the holder refreshes it well within
+// that, and gives up its work when it cannot. Clocks of the machines that
+// share a bucket must agree to within a few minutes.
+var (
+	LockStaleAfter   = 30 * time.Minute
+	lockRefreshEvery = 5 * time.Minute
+)
+
+// lockOwner tells this process's locks from every other's. Work inside one
+// process is kept safe by its catalog's sessions, not by locks.
+var lockOwner = func() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}()
+
+// RepoLock is a lock this process holds on a repository.
+type RepoLock struct {
+	r      *repo.Repository
+	now    func() time.Time
+	cancel context.CancelCauseFunc
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+
+	mu   sync.Mutex
+	name string
+}
+
+// LockRepo takes a lock on r for op: shared for work that only adds to the
+// repository (a backup), exclusive for work that deletes from it (garbage
+// collection). Shared locks of different processes coexist; an exclusive
+// one excludes every other lock. Without locks, a collection on one
+// machine could delete packs that a backup on another machine has just
+// deduplicated against.
+//
+// The returned context is cancelled with ErrLockLost if the lock cannot be
+// kept fresh; the work should run under it. Unlock releases the lock.
+func LockRepo(ctx context.Context, r *repo.Repository, op string, exclusive bool) (context.Context, *RepoLock, error) {
+	return lockRepo(ctx, r, lockOwner, op, exclusive, time.Now)
+}
+
+func lockRepo(ctx context.Context, r *repo.Repository, owner, op string, exclusive bool, now func() time.Time) (context.Context, *RepoLock, error) {
+	l := repo.Lock{Owner: owner, Exclusive: exclusive, Op: op, PID: os.Getpid(), Time: now().UTC()}
+	l.Host, _ = os.Hostname()
+	if u, err := currentUser(); err == nil {
+		l.User = u
+	}
+	name, err := r.PutLock(ctx, l)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lock %s: %w", r.Location(), err)
+	}
+	// Written first, then listed: of two processes that race, at least one
+	// sees the other and backs off (both may).
+	others, err := r.Locks(ctx)
+	if err == nil {
+		err = conflict(others, l, now())
+	}
+	if err != nil {
+		_ = r.DeleteLock(context.WithoutCancel(ctx), name)
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	lk := &RepoLock{r: r, now: now, cancel: cancel, name: name, stop: make(chan struct{}), done: make(chan struct{})}
+	go lk.refresh(l)
+	return ctx, lk, nil
+}
+
+// conflict returns an ErrLocked naming the first live lock of another
+// owner that mine cannot coexist with.
+func conflict(locks []repo.LockObject, mine repo.Lock, now time.Time) error {
+	for _, o := range locks {
+		if o.Owner == mine.Owner || now.Sub(o.Time) > LockStaleAfter {
+			continue
+		}
+		if !mine.Exclusive && !o.Exclusive {
+			continue
+		}
+		kind := "a shared"
+		if o.Exclusive {
+			kind = "an exclusive"
+		}
+		return fmt.Errorf("%w: %s lock for %s by %s@%s (pid %d), refreshed %s ago (%s)",
+			ErrLocked, kind, o.Op, o.User, o.Host, o.PID, now.Sub(o.Time).Round(time.Second), o.Name)
+	}
+	return nil
+}
+
+// refresh writes a fresh copy of the lock every lockRefreshEvery and
+// deletes the previous one. When it has failed for so long that others
+// may soon call the lock stale, it cancels the work.
+func (lk *RepoLock) refresh(l repo.Lock) {
+	defer close(lk.done)
+	t := time.NewTicker(lockRefreshEvery)
+	defer t.Stop()
+	fresh := l.Time
+	for {
+		select {
+		case <-lk.stop:
+			return
+		case <-t.C:
+		}
+		l.Time = lk.now().UTC()
+		ctx, cancel := context.WithTimeout(context.Background(), lockRefreshEvery)
+		name, err := lk.r.PutLock(ctx, l)
+		if err == nil {
+			lk.mu.Lock()
+			old := lk.name
+			lk.name = name
+			lk.mu.Unlock()
+			_ = lk.r.DeleteLock(ctx, old)
+			fresh = l.Time
+		}
+		cancel()
+		if err != nil && l.Time.Sub(fresh) > LockStaleAfter-2*lockRefreshEvery {
+			lk.cancel(fmt.Errorf("%w (last refreshed %s ago): %v", ErrLockLost, l.Time.Sub(fresh).Round(time.Second), err))
+			return
+		}
+	}
+}
+
+// Unlock stops refreshing and deletes the lock, even when ctx is done.
+func (lk *RepoLock) Unlock(ctx context.Context) error {
+	var err error
+	lk.once.Do(func() {
+		close(lk.stop)
+		<-lk.done
+		lk.cancel(nil)
+		lk.mu.Lock()
+		name := lk.name
+		lk.mu.Unlock()
+		err = lk.r.DeleteLock(context.WithoutCancel(ctx), name)
+	})
+	return err
+}
+
+// RemoveLocks deletes the locks of other processes: with all, every one;
+// else only stale ones (of processes that died without releasing them).
+func RemoveLocks(ctx context.Context, r *repo.Repository, all bool) ([]repo.LockObject, error) {
+	locks, err := r.Locks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []repo.LockObject
+	now := time.Now()
+	for _, o := range locks {
+		if o.Owner == lockOwner || (!all && now.Sub(o.Time) <= LockStaleAfter) {
+			continue
+		}
+		if err := r.DeleteLock(ctx, o.Name); err != nil {
+			return removed, err
+		}
+		removed = append(removed, o)
+	}
+	return removed, nil
+}
