@@ -103,15 +103,15 @@ func (l *Local) SnapshotTar(ctx context.Context, in io.Reader, opts BackupOption
 	return sn, l.Index.Flush()
 }
 
-// unlock releases lk; a failure to, or the loss of the lock during the
-// work, becomes the work's error when it has none.
+// unlock releases lk. The loss of the lock during the work becomes the
+// work's error. Failing to delete the lock does not: the work is done, and
+// a lock left behind (append-only credentials cannot delete) only keeps
+// other machines' collections out until it is stale.
 func unlock(ctx context.Context, lk *RepoLock, err *error) {
 	if cause := context.Cause(ctx); *err != nil && errors.Is(cause, ErrLockLost) {
 		*err = fmt.Errorf("%w (%v)", cause, *err)
 	}
-	if uerr := lk.Unlock(ctx); *err == nil {
-		*err = uerr
-	}
+	_ = lk.Unlock(ctx)
 }
 
 // Find resolves a selector against the catalog.

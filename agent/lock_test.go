@@ -190,3 +190,20 @@ func TestCollectionWaitsForOtherMachines(t *testing.T) {
 		t.Errorf("locks left behind: %v", got)
 	}
 }
+
+// appendOnly refuses deletes, like credentials that may only add.
+type appendOnly struct{ repo.Store }
+
+func (appendOnly) Delete(context.Context, string) error { return errors.New("access denied") }
+
+// TestBackupWithAppendOnlyCredentials: a backup whose lock cannot be
+// deleted still succeeds; the lock is left to go stale.
+func TestBackupWithAppendOnlyCredentials(t *testing.T) {
+	l := newLocal(t, appendOnly{mem.New()})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a"), []byte("kept"))
+	snapshot(t, l, src, nil)
+	if got := lockNames(t, l.Repo); len(got) != 1 {
+		t.Errorf("locks after the backup: %v, want the one it could not delete", got)
+	}
+}
