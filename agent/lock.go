@@ -45,7 +45,6 @@ var lockOwner = func() string {
 // RepoLock is a lock this process holds on a repository.
 type RepoLock struct {
 	r      *repo.Repository
-	now    func() time.Time
 	cancel context.CancelCauseFunc
 	stop   chan struct{}
 	done   chan struct{}
@@ -65,11 +64,7 @@ type RepoLock struct {
 // The returned context is cancelled with ErrLockLost if the lock cannot be
 // kept fresh; the work should run under it. Unlock releases the lock.
 func LockRepo(ctx context.Context, r *repo.Repository, op string, exclusive bool) (context.Context, *RepoLock, error) {
-	return lockRepo(ctx, r, lockOwner, op, exclusive, time.Now)
-}
-
-func lockRepo(ctx context.Context, r *repo.Repository, owner, op string, exclusive bool, now func() time.Time) (context.Context, *RepoLock, error) {
-	l := repo.Lock{Owner: owner, Exclusive: exclusive, Op: op, PID: os.Getpid(), Time: now().UTC()}
+	l := repo.Lock{Owner: lockOwner, Exclusive: exclusive, Op: op, PID: os.Getpid(), Time: time.Now().UTC()}
 	l.Host, _ = os.Hostname()
 	if u, err := currentUser(); err == nil {
 		l.User = u
@@ -82,14 +77,14 @@ func lockRepo(ctx context.Context, r *repo.Repository, owner, op string, exclusi
 	// sees the other and backs off (both may).
 	others, err := r.Locks(ctx)
 	if err == nil {
-		err = conflict(others, l, now())
+		err = conflict(others, l, time.Now())
 	}
 	if err != nil {
 		_ = r.DeleteLock(context.WithoutCancel(ctx), name)
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	lk := &RepoLock{r: r, now: now, cancel: cancel, name: name, stop: make(chan struct{}), done: make(chan struct{})}
+	lk := &RepoLock{r: r, cancel: cancel, name: name, stop: make(chan struct{}), done: make(chan struct{})}
 	go lk.refresh(l)
 	return ctx, lk, nil
 }
@@ -128,7 +123,7 @@ func (lk *RepoLock) refresh(l repo.Lock) {
 			return
 		case <-t.C:
 		}
-		l.Time = lk.now().UTC()
+		l.Time = time.Now().UTC()
 		ctx, cancel := context.WithTimeout(context.Background(), lockRefreshEvery)
 		name, err := lk.r.PutLock(ctx, l)
 		if err == nil {

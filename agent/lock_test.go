@@ -130,7 +130,7 @@ func TestLockIsRefreshedAndLostWhenItCannotBe(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	st.FailPut = func(name string, _ int) bool { return strings.HasPrefix(name, "locks/") }
+	st.SetFailPut(func(name string, _ int) bool { return strings.HasPrefix(name, "locks/") })
 	select {
 	case <-wctx.Done():
 		if !errors.Is(context.Cause(wctx), agent.ErrLockLost) {

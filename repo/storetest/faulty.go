@@ -39,6 +39,13 @@ func (f *Faulty) Put(ctx context.Context, name string, data []byte) error {
 	return f.Store.Put(ctx, name, data)
 }
 
+// SetFailPut replaces FailPut while the store is in use.
+func (f *Faulty) SetFailPut(fail func(name string, n int) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.FailPut = fail
+}
+
 // FailNthPutWithPrefix returns a FailPut that fails the n-th Put (counting
 // from 1) of a name with prefix.
 func FailNthPutWithPrefix(prefix string, n int) func(string, int) bool {
