@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo"
@@ -89,11 +90,28 @@ func LockRepo(ctx context.Context, r *repo.Repository, op string, exclusive bool
 	return ctx, lk, nil
 }
 
+// stale reports whether a lock belongs to a process that is gone: not
+// refreshed for LockStaleAfter, or written on this host by a process that
+// no longer runs (a backup or gc killed here need not block the next run
+// for half an hour). A live process that reuses the pid keeps the lock
+// live, which errs on the safe side.
+func stale(l repo.Lock, host string, now time.Time) bool {
+	if now.Sub(l.Time) > LockStaleAfter {
+		return true
+	}
+	return host != "" && l.Host == host && l.PID > 0 && !processAlive(l.PID)
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 // conflict returns an ErrLocked naming the first live lock of another
 // owner that mine cannot coexist with.
 func conflict(locks []repo.LockObject, mine repo.Lock, now time.Time) error {
 	for _, o := range locks {
-		if o.Owner == mine.Owner || now.Sub(o.Time) > LockStaleAfter {
+		if o.Owner == mine.Owner || stale(o.Lock, mine.Host, now) {
 			continue
 		}
 		if !mine.Exclusive && !o.Exclusive {
@@ -158,7 +176,8 @@ func (lk *RepoLock) Unlock(ctx context.Context) error {
 }
 
 // RemoveLocks deletes the locks of other processes: with all, every one;
-// else only stale ones (of processes that died without releasing them).
+// else only stale ones (of processes that died without releasing them:
+// on this host, or anywhere once not refreshed for LockStaleAfter).
 func RemoveLocks(ctx context.Context, r *repo.Repository, all bool) ([]repo.LockObject, error) {
 	locks, err := r.Locks(ctx)
 	if err != nil {
@@ -166,8 +185,9 @@ func RemoveLocks(ctx context.Context, r *repo.Repository, all bool) ([]repo.Lock
 	}
 	var removed []repo.LockObject
 	now := time.Now()
+	host, _ := os.Hostname()
 	for _, o := range locks {
-		if o.Owner == lockOwner || (!all && now.Sub(o.Time) <= LockStaleAfter) {
+		if o.Owner == lockOwner || (!all && !stale(o.Lock, host, now)) {
 			continue
 		}
 		if err := r.DeleteLock(ctx, o.Name); err != nil {

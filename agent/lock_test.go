@@ -3,6 +3,8 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,5 +207,50 @@ func TestBackupWithAppendOnlyCredentials(t *testing.T) {
 	snapshot(t, l, src, nil)
 	if got := lockNames(t, l.Repo); len(got) != 1 {
 		t.Errorf("locks after the backup: %v, want the one it could not delete", got)
+	}
+}
+
+// TestLockOfAProcessGoneFromThisHostIsStale: a gc killed on this machine
+// must not block the next backup for half an hour; a lock of a live
+// process here still does.
+func TestLockOfAProcessGoneFromThisHostIsStale(t *testing.T) {
+	ctx := context.Background()
+	l := newLocal(t, mem.New())
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		pid    int
+		locked bool
+	}{
+		{"live process", os.Getpid(), true},
+		{"process gone", gone.Process.Pid, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			name, err := l.Repo.PutLock(ctx, repo.Lock{Owner: "a killed gc", Exclusive: true, Op: "gc", Host: host, PID: c.pid, Time: time.Now().UTC()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, lk, err := agent.LockRepo(ctx, l.Repo, "backup", false)
+			if c.locked != errors.Is(err, agent.ErrLocked) {
+				t.Fatalf("backup beside the lock of a %s: %v", c.name, err)
+			}
+			if lk != nil {
+				lk.Unlock(ctx)
+			}
+			removed, err := agent.RemoveLocks(ctx, l.Repo, false)
+			if err != nil || (len(removed) == 1) == c.locked {
+				t.Fatalf("unlock removed %v (%v)", removed, err)
+			}
+			if err := l.Repo.DeleteLock(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
