@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -205,7 +206,13 @@ func retain(ctx context.Context, g *globals, l *agent.Local, f snapshotFlags, sn
 		g.infof("gc: skipped, every forgotten snapshot's tree is still in a live snapshot")
 		return nil
 	}
-	return runGC(ctx, g, l, f.gc.options(g, false))
+	err = runGC(ctx, g, l, f.gc.options(g, false))
+	if errors.Is(err, agent.ErrLocked) {
+		// The snapshot is saved; the space waits for a later collection.
+		g.warnf("gc skipped: %v", err)
+		return nil
+	}
+	return err
 }
 
 func printSummary(r snapshotResult) {

@@ -66,6 +66,13 @@ func TestCLIMachinesSharingABucket(t *testing.T) {
 			if r.code != 14 || !strings.Contains(r.stderr, "shared lock for backup") || !strings.Contains(r.stderr, "cairn unlock") {
 				t.Fatalf("gc beside a running backup: exit %d\n%s", r.code, r.stderr)
 			}
+			// b backs up beside it (shared locks coexist); the collection
+			// its retention asks for waits, and the snapshot still counts.
+			writeFile(t, filepath.Join(src, "changed"), "a new version of the tree")
+			r = b.run("snapshot", "--node", "b", "--keep", "1", src)
+			if r.code != 0 || !strings.Contains(r.stderr, "gc skipped") || !strings.Contains(r.stdout+r.stderr, "saved") {
+				t.Fatalf("backup with retention beside a running backup: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
 			if _, err := tw.Write(make([]byte, size/2)); err != nil {
 				t.Fatal(err)
 			}
