@@ -189,7 +189,7 @@ func (c *Coordinator) Close() error {
 		c.stop()
 		c.wg.Wait()
 	}
-	return errors.Join(c.releaseLock(), c.state.close(), c.local.Close())
+	return errors.Join(c.releaseLock(false), c.state.close(), c.local.Close())
 }
 
 // holdLockLocked takes the coordinator's shared lock unless it holds it.
@@ -210,27 +210,20 @@ func (c *Coordinator) holdLockLocked(ctx context.Context) error {
 	return nil
 }
 
-// releaseIfIdle gives the shared lock back when no session is open.
-// openSession holds lockMu from taking the lock to registering its
-// session, so none can open in between.
-func (c *Coordinator) releaseIfIdle() error {
+// releaseLock gives the shared lock back; with idleOnly, only when no
+// session is open. openSession holds lockMu from taking the lock to
+// registering its session, so none can open in between.
+func (c *Coordinator) releaseLock(idleOnly bool) error {
 	c.lockMu.Lock()
 	defer c.lockMu.Unlock()
-	c.mu.Lock()
-	idle := len(c.sessions) == 0
-	c.mu.Unlock()
-	if !idle || c.repoLock == nil {
-		return nil
+	if idleOnly {
+		c.mu.Lock()
+		idle := len(c.sessions) == 0
+		c.mu.Unlock()
+		if !idle {
+			return nil
+		}
 	}
-	err := c.repoLock.Unlock(context.Background())
-	c.repoLock = nil
-	return err
-}
-
-// releaseLock gives the shared lock back.
-func (c *Coordinator) releaseLock() error {
-	c.lockMu.Lock()
-	defer c.lockMu.Unlock()
 	if c.repoLock == nil {
 		return nil
 	}

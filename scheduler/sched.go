@@ -241,7 +241,7 @@ func (c *Coordinator) reapLoop(ctx context.Context) {
 		}
 		c.metrics.sessions.Set(float64(len(c.sessions)))
 		c.mu.Unlock()
-		if err := c.releaseIfIdle(); err != nil {
+		if err := c.releaseLock(true); err != nil {
 			c.logf("release repository lock: %v", err)
 		}
 	}

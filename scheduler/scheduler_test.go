@@ -499,11 +499,11 @@ func TestSessionsHoldASharedRepositoryLock(t *testing.T) {
 	if ls := locks(); len(ls) != 1 || ls[0].Exclusive || ls[0].Op != "coordinator" {
 		t.Fatalf("locks with a session open: %+v", ls)
 	}
-	if err := e.c.releaseIfIdle(); err != nil || len(locks()) != 1 {
+	if err := e.c.releaseLock(true); err != nil || len(locks()) != 1 {
 		t.Fatalf("lock released under an open session: %v", err)
 	}
 	s.Close(false)
-	if err := e.c.releaseIfIdle(); err != nil {
+	if err := e.c.releaseLock(true); err != nil {
 		t.Fatal(err)
 	}
 	if ls := locks(); len(ls) != 0 {
