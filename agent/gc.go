@@ -95,7 +95,7 @@ func GC(ctx context.Context, l *Local, opts GCOptions) (st GCStats, err error) {
 	// Other processes sharing the bucket (embedded mode elsewhere) have
 	// no session here to mark from: deleting waits until none is at work.
 	// A dry run deletes nothing and needs only to keep collections out.
-	ctx, lk, err := LockRepo(ctx, l.Repo, "gc", !opts.DryRun)
+	ctx, lk, err := l.Lock(ctx, "gc", !opts.DryRun)
 	if err != nil {
 		return st, err
 	}

@@ -56,7 +56,7 @@ func (l *Local) Latest(node, path string) (*repo.Snapshot, error) {
 // path as parent (unless opts.Parent is set), then records the snapshot in
 // the catalog and syncs the index before returning.
 func (l *Local) Snapshot(ctx context.Context, opts BackupOptions, noParent bool) (_ *repo.Snapshot, err error) {
-	ctx, lk, err := LockRepo(ctx, l.Repo, "backup", false)
+	ctx, lk, err := l.Lock(ctx, "backup", false)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func (l *Local) Snapshot(ctx context.Context, opts BackupOptions, noParent bool)
 // SnapshotTar stores the tar stream in as a snapshot of opts.Node and
 // opts.Path, records it in the catalog and syncs the index.
 func (l *Local) SnapshotTar(ctx context.Context, in io.Reader, opts BackupOptions) (_ *repo.Snapshot, err error) {
-	ctx, lk, err := LockRepo(ctx, l.Repo, "backup", false)
+	ctx, lk, err := l.Lock(ctx, "backup", false)
 	if err != nil {
 		return nil, err
 	}

@@ -55,8 +55,8 @@ type RepoLock struct {
 	name string
 }
 
-// LockRepo takes a lock on r for op: shared for work that only adds to the
-// repository (a backup), exclusive for work that deletes from it (garbage
+// Lock takes a lock on the repository for op: shared for work that only
+// adds to it (a backup), exclusive for work that deletes from it (garbage
 // collection). Shared locks of different processes coexist; an exclusive
 // one excludes every other lock. Without locks, a collection on one
 // machine could delete packs that a backup on another machine has just
@@ -64,12 +64,15 @@ type RepoLock struct {
 //
 // The returned context is cancelled with ErrLockLost if the lock cannot be
 // kept fresh; the work should run under it. Unlock releases the lock.
-func LockRepo(ctx context.Context, r *repo.Repository, op string, exclusive bool) (context.Context, *RepoLock, error) {
-	l := repo.Lock{Owner: lockOwner, Exclusive: exclusive, Op: op, PID: os.Getpid(), Time: time.Now().UTC()}
-	l.Host, _ = os.Hostname()
-	if u, err := currentUser(); err == nil {
-		l.User = u
-	}
+func (l *Local) Lock(ctx context.Context, op string, exclusive bool) (context.Context, *RepoLock, error) {
+	return lockRepo(ctx, l.Repo, l.Index.Instance(), op, exclusive)
+}
+
+// lockRepo takes the lock of Local.Lock for a process holding the index
+// named instance.
+func lockRepo(ctx context.Context, r *repo.Repository, instance, op string, exclusive bool) (context.Context, *RepoLock, error) {
+	l := thisProcess(instance)
+	l.Exclusive, l.Op, l.Time = exclusive, op, time.Now().UTC()
 	name, err := r.PutLock(ctx, l)
 	if err != nil {
 		return nil, nil, fmt.Errorf("lock %s: %w", r.Location(), err)
@@ -90,16 +93,45 @@ func LockRepo(ctx context.Context, r *repo.Repository, op string, exclusive bool
 	return ctx, lk, nil
 }
 
-// stale reports whether a lock belongs to a process that is gone: not
-// refreshed for LockStaleAfter, or written on this host by a process that
-// no longer runs (a backup or gc killed here need not block the next run
-// for half an hour). A live process that reuses the pid keeps the lock
-// live, which errs on the safe side.
-func stale(l repo.Lock, host string, now time.Time) bool {
+// thisProcess returns a lock's fields that say who holds it.
+func thisProcess(instance string) repo.Lock {
+	l := repo.Lock{Owner: lockOwner, PID: os.Getpid(), PIDNS: pidNamespace(), Instance: instance}
+	l.Host, _ = os.Hostname()
+	if u, err := currentUser(); err == nil {
+		l.User = u
+	}
+	return l
+}
+
+// pidNamespace names this process's pid namespace on Linux ("pid:[N]"),
+// and is empty elsewhere.
+func pidNamespace() string {
+	ns, _ := os.Readlink("/proc/self/ns/pid")
+	return ns
+}
+
+// stale reports whether a lock other than mine belongs to a process that
+// is gone:
+//   - not refreshed for LockStaleAfter;
+//   - written on this host for the index I now hold: one process at a
+//     time can hold it, so the writer has ended (a coordinator restarted
+//     in a container has the same host name and pid as before);
+//   - written on this host, in my pid namespace, by a pid that no longer
+//     runs (a backup or gc killed here need not block the next run for
+//     half an hour). A pid of another namespace (another container with
+//     this host name) cannot be looked up and is left to the age rule,
+//     as is a live process that reuses the pid: both err on the safe side.
+func stale(l repo.Lock, mine repo.Lock, now time.Time) bool {
 	if now.Sub(l.Time) > LockStaleAfter {
 		return true
 	}
-	return host != "" && l.Host == host && l.PID > 0 && !processAlive(l.PID)
+	if mine.Host == "" || l.Host != mine.Host {
+		return false
+	}
+	if l.Instance != "" && l.Instance == mine.Instance && l.Owner != mine.Owner {
+		return true
+	}
+	return l.PID > 0 && l.PIDNS == mine.PIDNS && !processAlive(l.PID)
 }
 
 func processAlive(pid int) bool {
@@ -111,7 +143,7 @@ func processAlive(pid int) bool {
 // owner that mine cannot coexist with.
 func conflict(locks []repo.LockObject, mine repo.Lock, now time.Time) error {
 	for _, o := range locks {
-		if o.Owner == mine.Owner || stale(o.Lock, mine.Host, now) {
+		if o.Owner == mine.Owner || stale(o.Lock, mine, now) {
 			continue
 		}
 		if !mine.Exclusive && !o.Exclusive {
@@ -177,17 +209,19 @@ func (lk *RepoLock) Unlock(ctx context.Context) error {
 
 // RemoveLocks deletes the locks of other processes: with all, every one;
 // else only stale ones (of processes that died without releasing them:
-// on this host, or anywhere once not refreshed for LockStaleAfter).
-func RemoveLocks(ctx context.Context, r *repo.Repository, all bool) ([]repo.LockObject, error) {
+// on this host, or anywhere once not refreshed for LockStaleAfter). The
+// caller holds the index named instance open until it returns, or passes
+// "" if it holds none.
+func RemoveLocks(ctx context.Context, r *repo.Repository, instance string, all bool) ([]repo.LockObject, error) {
 	locks, err := r.Locks(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var removed []repo.LockObject
 	now := time.Now()
-	host, _ := os.Hostname()
+	mine := thisProcess(instance)
 	for _, o := range locks {
-		if o.Owner == lockOwner || (!all && !stale(o.Lock, host, now)) {
+		if o.Owner == mine.Owner || (!all && !stale(o.Lock, mine, now)) {
 			continue
 		}
 		if err := r.DeleteLock(ctx, o.Name); err != nil {

@@ -69,7 +69,7 @@ func TestLockConflicts(t *testing.T) {
 			if c.held {
 				before = append(before, foreignLock(t, l.Repo, c.heldExclusive, c.heldAge))
 			}
-			wctx, lk, err := agent.LockRepo(ctx, l.Repo, "test", c.want)
+			wctx, lk, err := l.Lock(ctx, "test", c.want)
 			if c.locked {
 				if !errors.Is(err, agent.ErrLocked) {
 					t.Fatalf("got %v, want ErrLocked", err)
@@ -91,7 +91,7 @@ func TestLockConflicts(t *testing.T) {
 				t.Errorf("%d locks while held, want %d", got, len(before)+1)
 			}
 			// Locks of one process never conflict: its catalog orders its work.
-			_, inner, err := agent.LockRepo(ctx, l.Repo, "nested", c.want)
+			_, inner, err := l.Lock(ctx, "nested", c.want)
 			if err != nil {
 				t.Fatalf("second lock of the same process: %v", err)
 			}
@@ -116,7 +116,7 @@ func TestLockIsRefreshedAndLostWhenItCannotBe(t *testing.T) {
 	ctx := context.Background()
 	st := &storetest.Faulty{Store: mem.New()}
 	l := newLocal(t, st)
-	wctx, lk, err := agent.LockRepo(ctx, l.Repo, "backup", false)
+	wctx, lk, err := l.Lock(ctx, "backup", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,11 +177,11 @@ func TestCollectionWaitsForOtherMachines(t *testing.T) {
 	if _, err := l.Snapshot(ctx, agent.BackupOptions{Node: "testnode", Path: src}, false); !errors.Is(err, agent.ErrLocked) {
 		t.Fatalf("backup beside another machine's collection: %v", err)
 	}
-	removed, err := agent.RemoveLocks(ctx, l.Repo, false)
+	removed, err := agent.RemoveLocks(ctx, l.Repo, l.Index.Instance(), false)
 	if err != nil || len(removed) != 0 {
 		t.Fatalf("unlock removed a fresh lock: %v, %v", removed, err)
 	}
-	if removed, err = agent.RemoveLocks(ctx, l.Repo, true); err != nil || len(removed) != 1 {
+	if removed, err = agent.RemoveLocks(ctx, l.Repo, l.Index.Instance(), true); err != nil || len(removed) != 1 {
 		t.Fatalf("unlock --all: %v, %v", removed, err)
 	}
 	st, err = agent.GC(ctx, l, agent.GCOptions{})
@@ -210,46 +210,61 @@ func TestBackupWithAppendOnlyCredentials(t *testing.T) {
 	}
 }
 
-// TestLockOfAProcessGoneFromThisHostIsStale: a gc killed on this machine
-// must not block the next backup for half an hour; a lock of a live
-// process here still does.
-func TestLockOfAProcessGoneFromThisHostIsStale(t *testing.T) {
+// TestLocksOfThisHost: a gc killed on this machine must not block the
+// next backup for half an hour, nor must the lock a restarted coordinator
+// container left (same host name, same pid 1, its index now held by the
+// new process); a lock of a live process here, or of a pid that cannot be
+// looked up from here, still does.
+func TestLocksOfThisHost(t *testing.T) {
 	ctx := context.Background()
 	l := newLocal(t, mem.New())
 	host, err := os.Hostname()
 	if err != nil {
 		t.Fatal(err)
 	}
+	ns, _ := os.Readlink("/proc/self/ns/pid")
 	gone := exec.Command("true")
 	if err := gone.Run(); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name   string
-		pid    int
-		locked bool
+		name     string
+		host     string
+		pid      int
+		pidns    string
+		instance string
+		locked   bool
 	}{
-		{"live process", os.Getpid(), true},
-		{"process gone", gone.Process.Pid, false},
+		{"live process", host, os.Getpid(), ns, "another index", true},
+		{"process gone", host, gone.Process.Pid, ns, "another index", false},
+		{"pid of another namespace", host, gone.Process.Pid, "pid:[1]", "another index", true},
+		{"earlier holder of my index", host, os.Getpid(), ns, l.Index.Instance(), false},
+		{"earlier holder of my index in another namespace", host, 1, "pid:[1]", l.Index.Instance(), false},
+		{"my index on another host", "laptop2", os.Getpid(), ns, l.Index.Instance(), true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			name, err := l.Repo.PutLock(ctx, repo.Lock{Owner: "a killed gc", Exclusive: true, Op: "gc", Host: host, PID: c.pid, Time: time.Now().UTC()})
+			name, err := l.Repo.PutLock(ctx, repo.Lock{
+				Owner: "a killed gc", Exclusive: true, Op: "gc", Host: c.host, PID: c.pid, PIDNS: c.pidns,
+				Instance: c.instance, Time: time.Now().UTC(),
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, lk, err := agent.LockRepo(ctx, l.Repo, "backup", false)
+			_, lk, err := l.Lock(ctx, "backup", false)
 			if c.locked != errors.Is(err, agent.ErrLocked) {
 				t.Fatalf("backup beside the lock of a %s: %v", c.name, err)
 			}
 			if lk != nil {
 				lk.Unlock(ctx)
 			}
-			removed, err := agent.RemoveLocks(ctx, l.Repo, false)
+			removed, err := agent.RemoveLocks(ctx, l.Repo, l.Index.Instance(), false)
 			if err != nil || (len(removed) == 1) == c.locked {
 				t.Fatalf("unlock removed %v (%v)", removed, err)
 			}
-			if err := l.Repo.DeleteLock(ctx, name); err != nil {
-				t.Fatal(err)
+			if c.locked {
+				if err := l.Repo.DeleteLock(ctx, name); err != nil {
+					t.Fatal(err)
+				}
 			}
 		})
 	}

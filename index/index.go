@@ -1,7 +1,9 @@
 package index
 
 import (
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,7 @@ type Index struct {
 	db        *badger.DB
 	dir       string
 	recovered error
+	instance  string
 
 	// While Sync reloads, packs added by others are remembered so the
 	// reload does not delete them as stale.
@@ -117,7 +120,25 @@ func Open(dir, repoID string) (*Index, error) {
 		db.Close()
 		return nil, fmt.Errorf("index %s belongs to repository %s, not %s", dir, owner, repoID)
 	}
+	if ix.instance, err = ix.loadInstance(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return ix, nil
+}
+
+// loadInstance returns the index's random name, made at its first open.
+func (ix *Index) loadInstance() (string, error) {
+	id, err := ix.meta("instance")
+	if err != nil || id != "" {
+		return id, err
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	id = hex.EncodeToString(b[:])
+	return id, ix.setMeta("instance", id)
 }
 
 func openBadger(dir string) (*badger.DB, error) {
@@ -186,6 +207,11 @@ func removeEmptyMemtables(dir string) error {
 // Recovered returns why the index was found damaged and started afresh at
 // Open, or nil.
 func (ix *Index) Recovered() error { return ix.recovered }
+
+// Instance returns a random name of this index, kept for its life. Badger
+// lets one process at a time open it, so the name also stands for that
+// process: repository locks carry it.
+func (ix *Index) Instance() string { return ix.instance }
 
 // Dir returns the index folder.
 func (ix *Index) Dir() string { return ix.dir }

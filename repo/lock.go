@@ -18,13 +18,21 @@ import (
 type Lock struct {
 	// Owner is random per process: locks of one owner never conflict,
 	// since one process guards its own concurrent work by its catalog.
-	Owner     string    `json:"owner"`
-	Exclusive bool      `json:"exclusive"`
-	Op        string    `json:"op"`
-	Host      string    `json:"host,omitempty"`
-	User      string    `json:"user,omitempty"`
-	PID       int       `json:"pid,omitempty"`
-	Time      time.Time `json:"time"` // written, or last refreshed
+	Owner     string `json:"owner"`
+	Exclusive bool   `json:"exclusive"`
+	Op        string `json:"op"`
+	Host      string `json:"host,omitempty"`
+	User      string `json:"user,omitempty"`
+	PID       int    `json:"pid,omitempty"`
+	// PIDNS names the pid namespace PID belongs to (on Linux; each
+	// container has its own), so a pid is looked up only where it means
+	// the same process.
+	PIDNS string `json:"pidns,omitempty"`
+	// Instance names the local index the process held open while it held
+	// the lock. One process at a time can hold an index, so a lock of
+	// this host and instance but another owner is a dead process's.
+	Instance string    `json:"instance,omitempty"`
+	Time     time.Time `json:"time"` // written, or last refreshed
 }
 
 // LockObject is a lock as found in the store.

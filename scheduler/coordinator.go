@@ -132,6 +132,17 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		statusChanged: make(chan struct{}),
 		sessions:      map[string]*session{}, wake: make(chan struct{}, 1), jobs: make(chan job),
 	}
+	// A coordinator restarted in a container comes back with the host
+	// name and pid of its predecessor, whose lock it alone can tell dead
+	// (it now holds the index that one held): machines sharing the bucket
+	// need not wait half an hour for it to age.
+	if removed, err := agent.RemoveLocks(ctx, cfg.Repo, local.Index.Instance(), false); err != nil {
+		c.logf("remove stale repository locks: %v", err)
+	} else {
+		for _, o := range removed {
+			c.logf("removed the stale %s lock of %s@%s (pid %d)", o.Op, o.User, o.Host, o.PID)
+		}
+	}
 	nodes, err := st.nodes()
 	if err != nil {
 		c.Close()
@@ -202,7 +213,7 @@ func (c *Coordinator) holdLockLocked(ctx context.Context) error {
 		_ = c.repoLock.Unlock(ctx)
 		c.repoLock = nil
 	}
-	lctx, lk, err := agent.LockRepo(context.WithoutCancel(ctx), c.cfg.Repo, "coordinator", false)
+	lctx, lk, err := c.local.Lock(context.WithoutCancel(ctx), "coordinator", false)
 	if err != nil {
 		return err
 	}

@@ -510,3 +510,52 @@ func TestSessionsHoldASharedRepositoryLock(t *testing.T) {
 		t.Fatalf("locks with no session open: %+v", ls)
 	}
 }
+
+// TestRestartedCoordinatorRemovesItsPredecessorsLock: a coordinator
+// container restarted after a crash has its predecessor's host name and
+// pid; the lock that one left would hold off every other machine's gc for
+// half an hour. The new coordinator holds the same index, so it knows the
+// lock is dead and removes it, and only it.
+func TestRestartedCoordinatorRemovesItsPredecessorsLock(t *testing.T) {
+	ctx := context.Background()
+	r, err := repo.Init(ctx, mem.New(), "pw", repo.InitOptions{KDF: repo.KDFParams{Time: 1, Memory: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c, err := Open(ctx, Config{Repo: r, StateDir: dir, AdminToken: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance := c.local.Index.Instance()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(owner, instance string) string {
+		t.Helper()
+		name, err := r.PutLock(ctx, repo.Lock{Owner: owner, Op: "coordinator", Host: host, PID: 1, PIDNS: "pid:[1]", Instance: instance, Time: time.Now().UTC()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	put("the crashed coordinator", instance)
+	live := put("a coordinator of another state folder", "another index")
+
+	c, err = Open(ctx, Config{Repo: r, StateDir: dir, AdminToken: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ls, err := r.Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].Name != live {
+		t.Fatalf("locks after the restart: %+v, want only %s", ls, live)
+	}
+}

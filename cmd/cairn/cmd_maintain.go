@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/agent"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -154,7 +155,16 @@ no other cairn uses the repository.`,
 			if err != nil {
 				return err
 			}
-			removed, err := agent.RemoveLocks(cmd.Context(), r, all)
+			// Held open while removing, the index tells locks of earlier
+			// holders of it (dead, then) from a live process's.
+			var instance string
+			if dir, err := g.indexDir(r.Config().ID); err == nil {
+				if ix, err := index.Open(dir, r.Config().ID); err == nil {
+					defer ix.Close()
+					instance = ix.Instance()
+				}
+			}
+			removed, err := agent.RemoveLocks(cmd.Context(), r, instance, all)
 			for _, o := range removed {
 				kind := "shared"
 				if o.Exclusive {
