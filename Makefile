@@ -28,6 +28,10 @@ test-short:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet $(PKGS)
+	@# Laptops: the embedded mode must build for macOS and FreeBSD too
+	@# (vetted here, not run; cgo is off in a cross build).
+	GOOS=darwin GOARCH=arm64 $(GO) vet $(PKGS)
+	GOOS=freebsd GOARCH=amd64 $(GO) vet $(PKGS)
 	scripts/check-layers.sh
 	GOFLAGS=-mod=mod $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 

@@ -409,7 +409,7 @@ func containsSlash(s string) bool {
 func openDir(dir string, lookupOnly bool) (int, error) {
 	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if lookupOnly {
-		flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC
+		flags = openLookupDir | unix.O_DIRECTORY | unix.O_CLOEXEC
 	}
 	fd, err := openDescriptor(dir, flags)
 	if err != nil {

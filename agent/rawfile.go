@@ -33,7 +33,7 @@ var openDescriptor = func(path string, flags int) (int, error) {
 // and, where allowed, without updating its access time.
 func openRaw(path string) (*rawFile, error) {
 	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := openDescriptor(path, flags|unix.O_NOATIME)
+	fd, err := openDescriptor(path, flags|openNoATime)
 	if errors.Is(err, unix.EPERM) {
 		// O_NOATIME is only allowed on files we own.
 		fd, err = openDescriptor(path, flags)
@@ -47,9 +47,9 @@ func openRaw(path string) (*rawFile, error) {
 		f.Close()
 		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if mode := uint32(st.Mode); mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
-		return nil, fmt.Errorf("changed from a regular file to %s during the backup", fileKind(st.Mode))
+		return nil, fmt.Errorf("changed from a regular file to %s during the backup", fileKind(mode))
 	}
 	return f, nil
 }

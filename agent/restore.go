@@ -739,7 +739,7 @@ func (rs *restorer) mknod(s restoreFile) error {
 		return fmt.Errorf("unknown node type %s", s.node.Type)
 	}
 	return rs.withParent(s.rel, func(fd int, name string) error {
-		return unix.Mknodat(fd, name, mode|(s.node.Mode&0o777), int(s.node.Rdev))
+		return mknodat(fd, name, mode|(s.node.Mode&0o777), s.node.Rdev)
 	})
 }
 

@@ -12,8 +12,9 @@ import (
 
 // nodeFromStat fills a node from what lstat says of the entry name.
 func nodeFromStat(name string, st *unix.Stat_t, names *ownerNames) (repo.Node, bool) {
-	n := repo.Node{Name: name, Mode: st.Mode & 0o7777}
-	switch st.Mode & unix.S_IFMT {
+	mode := uint32(st.Mode) // uint16 on the BSDs
+	n := repo.Node{Name: name, Mode: mode & 0o7777}
+	switch mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		n.Type = repo.NodeFile
 		n.Size = uint64(st.Size)

@@ -139,7 +139,7 @@ func writePieces(f *os.File, p repo.Pieces) error {
 			if len(left) == 0 {
 				return true
 			}
-			n, err := unix.Writev(int(fd), left[:min(len(left), iovMax)])
+			n, err := writev(int(fd), left[:min(len(left), iovMax)])
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
