@@ -84,11 +84,16 @@ const (
 	statusChanged
 )
 
+// fileJob is one file for a reader to chunk. Jobs of files with several
+// names stay in the hardlinks map for the whole backup, so a job holds
+// only what reading needs, not a copy of the entry's node.
 type fileJob struct {
-	abs    string
-	rel    string
-	node   repo.Node // as lstat saw it
-	status fileStatus
+	abs string // cleared once read
+	// lstat's size and mtime: progress counts the size, and another name
+	// of the inode shares the job only while both agree.
+	statSize uint64
+	modTime  int64
+	status   fileStatus
 	// Set by the reader before done is closed.
 	content []chunk.ID
 	size    uint64
@@ -528,7 +533,7 @@ func (b *backup) walkDir(ctx context.Context, abs, rel string, parent *repo.Tree
 				}
 				continue
 			}
-			job, fresh := b.jobFor(filepath.Join(abs, node.Name), path.Join(rel, node.Name), node, pn != nil)
+			job, fresh := b.jobFor(filepath.Join(abs, node.Name), node, pn != nil)
 			if fresh {
 				select {
 				case b.files <- job:
@@ -628,16 +633,16 @@ func (b *backup) walkSubdir(ctx context.Context, abs, rel string, pn *repo.Node)
 // jobFor returns the job that reads the file at abs: a fresh one to
 // queue, or the job already reading another name of the same inode, so a
 // file with several names is read once per backup.
-func (b *backup) jobFor(abs, rel string, n *repo.Node, changed bool) (job *fileJob, fresh bool) {
+func (b *backup) jobFor(abs string, n *repo.Node, changed bool) (job *fileJob, fresh bool) {
 	key := devIno{n.Device, n.Inode}
 	if n.Links > 1 {
 		b.hardlinkMu.Lock()
 		defer b.hardlinkMu.Unlock()
-		if j := b.hardlinks[key]; j != nil && j.node.Size == n.Size && j.node.ModTime == n.ModTime {
+		if j := b.hardlinks[key]; j != nil && j.statSize == n.Size && j.modTime == n.ModTime {
 			return j, false
 		}
 	}
-	job = &fileJob{abs: abs, rel: rel, node: *n, done: make(chan struct{})}
+	job = &fileJob{abs: abs, statSize: n.Size, modTime: n.ModTime, done: make(chan struct{})}
 	if changed {
 		job.status = statusChanged
 	}
@@ -745,13 +750,14 @@ func (b *backup) readLoop(ctx context.Context) error {
 		if job.err != nil && ctx.Err() == nil && !isFatal(job.err) {
 			b.reportError(job.abs, job.err)
 		}
+		job.abs = ""
 		close(job.done)
 		if job.err != nil && (ctx.Err() != nil || isFatal(job.err)) {
 			return job.err
 		}
 		if p := b.opts.Progress; p != nil {
 			p.Files.Add(1)
-			p.BytesDone.Add(job.node.Size)
+			p.BytesDone.Add(job.statSize)
 		}
 		switch {
 		case job.err != nil:
