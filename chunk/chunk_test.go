@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/restic/chunker"
+	"lukechampine.com/blake3"
 )
 
 func testParams() Params {
@@ -174,5 +175,96 @@ func BenchmarkHash1MiB(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		h.Sum(data)
+	}
+}
+
+// TestSerialHashIsBLAKE3 holds the serial hash to the blake3 package at
+// every boundary of its tree: 64-byte blocks, 1 KiB chunks, 16 KiB groups
+// and powers of two of them; keyed (chunk IDs) and not (pack IDs); in one
+// piece, with the input's capacity ending at len (the last group is
+// copied) or past it (the SIMD pass reads bytes it must then ignore), and
+// streamed in pieces of every size.
+func TestSerialHashIsBLAKE3(t *testing.T) {
+	key := [32]byte(randomData(7, 32))
+	h, err := NewHasher(key[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	const k = 1024
+	lengths := []int{0, 1, 63, 64, 65, k - 1, k, k + 1, 2*k - 1, 2 * k, 15*k + 3, 16*k - 1, 16 * k, 16*k + 1,
+		17 * k, 32*k - 1, 32 * k, 32*k + 1, 48*k + 5, 64 * k, 100_000, 128 * k, 128*k + 1, 1 << 20, 1<<20 + 17, 3<<20 + k - 1}
+	data := randomData(8, 4<<20)
+	rnd := rand.New(rand.NewPCG(9, 9))
+	for _, n := range lengths {
+		for _, c := range []struct {
+			name string
+			in   []byte
+		}{
+			{"cap=len", append([]byte(nil), data[:n]...)},
+			{"cap>len", data[:n]},
+			{"unaligned", data[5 : 5+n]},
+		} {
+			want := blake3.New(IDSize, key[:])
+			want.Write(c.in)
+			if got := h.Sum(c.in); !bytes.Equal(got[:], want.Sum(nil)) {
+				t.Errorf("%d bytes, %s: Sum %x, blake3 %x", n, c.name, got, want.Sum(nil))
+			}
+		}
+		for _, c := range []struct {
+			name string
+			key  *[32]byte
+		}{
+			{"keyed", &key},
+			{"unkeyed", nil},
+		} {
+			ref := blake3.New(32, nil)
+			if c.key != nil {
+				ref = blake3.New(32, c.key[:])
+			}
+			ref.Write(data[:n])
+			s := NewBLAKE3(c.key)
+			s.Write([]byte("left over from before Reset"))
+			s.Reset()
+			for p := data[:n]; len(p) > 0; {
+				step := min(len(p), 1+rnd.IntN(40*k))
+				if rnd.IntN(4) == 0 {
+					step = min(len(p), 16*k*(1+rnd.IntN(3)))
+				}
+				s.Write(p[:step])
+				p = p[step:]
+			}
+			if got, want := s.Sum(nil), ref.Sum(nil); !bytes.Equal(got, want) {
+				t.Errorf("%d bytes streamed, %s: %x, blake3 %x", n, c.name, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkHash128KiBParallel hashes average-sized chunks on every core,
+// as a backup does.
+func BenchmarkHash128KiBParallel(b *testing.B) {
+	data := randomData(4, 128<<10)
+	h, _ := NewHasher(make([]byte, 32))
+	b.SetBytes(int64(len(data)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			h.Sum(data)
+		}
+	})
+}
+
+// BenchmarkPackID hashes a 16 MiB pack written blob by blob (45 KB, about
+// a compressed 128 KiB chunk), as a pack's ID is computed.
+func BenchmarkPackID(b *testing.B) {
+	data := randomData(5, 16<<20)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		h := NewBLAKE3(nil)
+		for p := data; len(p) > 0; {
+			n := min(len(p), 45_000)
+			h.Write(p[:n])
+			p = p[n:]
+		}
+		h.Sum(nil)
 	}
 }

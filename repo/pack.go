@@ -150,7 +150,9 @@ func (r *Repository) assemblePack(arena []byte, blobs []packedBlob, pieces Piece
 	hdr = r.sealer.seal(hdr[:0], encodePackHeader(entries), []byte(packHeaderAD))
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(hdr)))
 	pieces = append(pieces, hdr)
-	h := blake3.New(32, nil)
+	// The pack is hashed on this goroutine: assembly already runs on
+	// every core, and blake3.Hasher would start goroutines for each blob.
+	h := chunk.NewBLAKE3(nil)
 	for _, p := range pieces {
 		h.Write(p)
 	}
