@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/cairn-backup/cairn/agent"
@@ -31,14 +30,7 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	if os.Getenv("GOGC") == "" {
-		// Most of the heap of a backup is multi-MiB buffers without
-		// pointers, cheap to collect, so a tighter target than Go's 100
-		// costs little: peak RSS of an initial backup of a 257 MB tree
-		// went 245 → 195 MB at 50 and 122-125 → 108-110 MB at 35. Lower
-		// starts to cost time where trees dominate the heap: a no-change
-		// backup of 200,000 small files took 0.97 s at 50 and at 35, 1.12
-		// s at 25 (hyperfine, 8 runs each).
-		debug.SetGCPercent(35)
+		tuneGC()
 	}
 	stopProfiles := startProfiles()
 	err := newRootCmd().ExecuteContext(ctx)
