@@ -169,9 +169,9 @@ type scratch struct {
 	dec    *zstd.Decoder
 }
 
-// hashSlack is room the hash may use behind a payload: blake3 copies a
-// final run of fewer than 16 of its 1 KiB chunks into a fresh 16 KiB
-// buffer unless the slice's capacity reaches that far.
+// hashSlack is room the hash may read behind a payload: chunk.Hasher
+// copies the last group of up to 16 KiB into a buffer of its own unless
+// the slice's capacity reaches 16 KiB past the group's start.
 const hashSlack = 16 << 10
 
 func (sc *scratch) close() {
